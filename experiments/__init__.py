@@ -1,0 +1,1 @@
+"""absl-flagged experiment scripts: python -m experiments.NAME --flags."""

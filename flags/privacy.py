@@ -1,0 +1,20 @@
+"""Privacy flags: clipping, noise, budget and accounting."""
+
+from absl import flags
+
+L2_NORM_CLIP = flags.DEFINE_float(
+    "l2_norm_clip", 1.0, "Per-example gradient clipping norm C (> 0).")
+NOISE_MULTIPLIER = flags.DEFINE_float(
+    "noise_multiplier", None,
+    "Noise multiplier sigma (>= 0). If unset, it is calibrated so that the "
+    "planned epochs spend exactly --target_epsilon.")
+TARGET_EPSILON = flags.DEFINE_float(
+    "target_epsilon", 3.0, "Privacy budget epsilon; training stops before "
+    "passing it.")
+DELTA = flags.DEFINE_float("delta", 1e-5, "Privacy parameter delta (0, 1).")
+ACCOUNTANT = flags.DEFINE_enum("accountant", "pld", ["pld", "rdp"],
+                               "dp_accounting accountant.")
+SAMPLING = flags.DEFINE_enum(
+    "sampling", "poisson", ["poisson", "fixed_size"],
+    "Batch sampler: Poisson (variable batch size) or fixed-size batches "
+    "drawn without replacement; the accountant follows it.")

@@ -1,0 +1,63 @@
+"""Independent references for tests: gradients one example at a time."""
+
+from typing import List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+
+def per_example_gradients(model: tf.keras.Model, x, y, loss_fn,
+                          sample_weight=None,
+                          variables: Optional[Sequence[tf.Variable]] = None
+                          ) -> List[List[np.ndarray]]:
+  """Returns g_i for each example i, each computed in its own forward pass.
+
+  g_i is the gradient of example i's loss (averaged over its non-batch loss
+  axes, times its sample weight) with respect to `variables` (default: the
+  model's trainable variables). Result[i][j] is g_i for variable j.
+  """
+  variables = list(model.trainable_variables if variables is None else
+                   variables)
+  gradients = []
+  for i in range(len(x)):
+    with tf.GradientTape() as tape:
+      prediction = model(x[i:i + 1], training=True)
+      loss = tf.reduce_mean(loss_fn(y[i:i + 1], prediction))
+      if sample_weight is not None:
+        loss = loss * sample_weight[i]
+    grads = tape.gradient(loss, variables,
+                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    gradients.append([tf.convert_to_tensor(g).numpy() for g in grads])
+  return gradients
+
+
+def norms(gradients: List[List[np.ndarray]]) -> np.ndarray:
+  """||g_i||_2 over all variables together, per example (float64)."""
+  return np.array([
+      np.sqrt(sum(np.sum(np.square(g.astype(np.float64))) for g in example))
+      for example in gradients
+  ])
+
+
+def clipped_sum(gradients: List[List[np.ndarray]],
+                l2_norm_clip: float) -> List[np.ndarray]:
+  """sum_i min(1, C/||g_i||) g_i per variable, in float64."""
+  factors = np.minimum(1.0, l2_norm_clip / np.maximum(norms(gradients), 1e-30))
+  return [
+      sum(f * example[j].astype(np.float64)
+          for f, example in zip(factors, gradients))
+      for j in range(len(gradients[0]))
+  ]
+
+
+def assert_allclose_relative(actual, expected, rtol: float) -> None:
+  """Relative closeness measured against the scale of `expected` as a whole.
+
+  Elementwise relative error is meaningless for entries near zero, so the
+  tolerance is rtol * max|expected| (plus a float32 floor).
+  """
+  actual = np.asarray(actual, np.float64)
+  expected = np.asarray(expected, np.float64)
+  scale = max(np.max(np.abs(expected)), 1e-12)
+  np.testing.assert_allclose(actual, expected, rtol=0,
+                             atol=rtol * scale + 1e-7 * scale)

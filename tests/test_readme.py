@@ -1,0 +1,25 @@
+"""The README's two commands stay true: CI runs the same test command."""
+
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _bash_blocks(text):
+  return re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+
+
+def test_ci_runs_the_readme_test_command():
+  readme = (ROOT / "README.md").read_text()
+  test_commands = [b.strip() for b in _bash_blocks(readme) if "pytest" in b]
+  assert len(test_commands) == 1
+  ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text()
+              .splitlines()]
+  assert test_commands[0] in ci_lines
+  assert "python3.11 -m venv" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_runs_the_quickstart_first():
+  blocks = _bash_blocks((ROOT / "README.md").read_text())
+  assert "python -m experiments.quickstart" in blocks[0]

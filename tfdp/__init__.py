@@ -1,0 +1,37 @@
+"""tfdp: differentially private and adversarially robust deep learning for Keras.
+
+Quick tour::
+
+  import tensorflow as tf
+  import tfdp
+
+  model = tf.keras.Sequential([tf.keras.layers.Flatten(),
+                               tf.keras.layers.Dense(10)])
+  model.compile(
+      optimizer=tfdp.optimizers.DPSGD(
+          learning_rate=0.5, l2_norm_clip=1.0, noise_multiplier=1.1,
+          expected_batch_size=64),
+      loss=tf.keras.losses.SparseCategoricalCrossentropy(
+          from_logits=True, reduction=tf.keras.losses.Reduction.NONE))
+
+See README.md for a complete example with accounting.
+"""
+
+import os
+import sys
+
+# TensorFlow prints start-up INFO and WARNING lines (CUDA, TensorRT, CPU
+# features) from C++ at import. Hide them unless the user chose a level.
+if "tensorflow" not in sys.modules:
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tfdp import callbacks  # pylint: disable=g-import-not-at-top
+from tfdp import clipping
+from tfdp import data
+from tfdp import models
+from tfdp import optimizers
+from tfdp import privacy
+
+__version__ = "0.1.0"
+
+__all__ = ["callbacks", "clipping", "data", "models", "optimizers", "privacy"]

@@ -1,0 +1,204 @@
+"""Batch samplers whose sampling the privacy accountant models.
+
+DP-SGD's privacy guarantee depends on how batches are drawn. The accountant
+(`tfdp.privacy.accounting`) knows two samplers, and this module implements
+exactly those two:
+
+* `poisson_batches` (POISSON): at every step each example joins the batch
+  independently with probability q; the batch size varies.
+* `fixed_size_batches` (FIXED_SIZE): at every step a uniformly random subset
+  of exactly b distinct examples, drawn independently of the other steps.
+
+Both return a `SampledDataset`: a `tf.data.Dataset` of (x_batch, y_batch) with
+`steps_per_epoch` elements, plus what the accountant needs. Each iteration of
+the dataset (each Keras epoch) draws fresh batches: the per-step randomness
+comes from `tf.data.Dataset.random(seed, rerandomize_each_iteration=True)`,
+which yields a new stream of seeds each time the dataset is iterated, and each
+seed drives a stateless draw. With a fixed `seed` the run is reproducible
+(the same sequence of epochs), yet no two epochs or steps repeat.
+
+The whole dataset is held in memory as tensors and rows are gathered per
+step. Note that the usual `dataset.shuffle().batch()` pipeline is neither of
+these samplers and its privacy is not what the accountant reports.
+"""
+
+import dataclasses
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from tfdp import _validation
+from tfdp.privacy.accounting import FIXED_SIZE, POISSON
+
+
+@dataclasses.dataclass(frozen=True)
+class SampledDataset:
+  """Batches drawn by a sampler the privacy accountant knows.
+
+  Attributes:
+    dataset: yields (x_batch, y_batch); `steps_per_epoch` elements per
+      iteration, and each new iteration (each Keras epoch) draws fresh batches.
+    sampling: `POISSON` or `FIXED_SIZE`.
+    dataset_size: number of examples N.
+    expected_batch_size: the expected (Poisson) or exact (fixed-size) batch
+      size b.
+    steps_per_epoch: number of batches per iteration of `dataset`.
+  """
+  dataset: tf.data.Dataset
+  sampling: str
+  dataset_size: int
+  expected_batch_size: int
+  steps_per_epoch: int
+
+  @property
+  def sampling_probability(self) -> float:
+    """q = expected_batch_size / dataset_size."""
+    return self.expected_batch_size / self.dataset_size
+
+  def accountant_kwargs(self) -> Dict[str, Any]:
+    """Keyword arguments for the accountant (`PrivacyAccountant` and co)."""
+    return {
+        "sampling": self.sampling,
+        "batch_size": self.expected_batch_size,
+        "dataset_size": self.dataset_size,
+    }
+
+
+def _check_arrays(x: Any, y: Any) -> int:
+  """Returns N = len(x) after checking that x and y are equally long, N >= 1."""
+  n, n_y = np.shape(x)[:1], np.shape(y)[:1]
+  if not n or not n_y:
+    raise ValueError(
+        "x and y must be arrays with one row per example, got shapes "
+        f"{np.shape(x)} and {np.shape(y)}")
+  if n != n_y:
+    raise ValueError(
+        f"x and y must have the same length, got {n[0]} and {n_y[0]}")
+  if n[0] == 0:
+    raise ValueError("x must hold at least one example, got 0: the dataset is "
+                     "empty")
+  return n[0]
+
+
+def _check_batch_size(name: str, value: Any, dataset_size: int) -> int:
+  _validation.check_positive_int(name, value)
+  if value > dataset_size:
+    raise ValueError(
+        f"{name} must be <= the dataset size {dataset_size}, got {value}: it "
+        "is larger than the dataset")
+  return value
+
+
+def _check_steps(steps_per_epoch: Optional[int], dataset_size: int,
+                 batch_size: int) -> int:
+  """Returns steps_per_epoch, by default round(N / b): one expected pass."""
+  if steps_per_epoch is None:
+    return max(1, round(dataset_size / batch_size))
+  return _validation.check_positive_int("steps_per_epoch", steps_per_epoch)
+
+
+def _sampled_dataset(x: Any, y: Any, sampling: str, batch_size: int,
+                     steps_per_epoch: Optional[int], seed: Optional[int],
+                     select: Callable[[tf.Tensor, int], tf.Tensor]
+                     ) -> SampledDataset:
+  """Builds the batches: per step, `select(step_seed, N)` gives row indices."""
+  n = _check_arrays(x, y)
+  batch_size = _check_batch_size(
+      "expected_batch_size" if sampling == POISSON else "batch_size",
+      batch_size, n)
+  steps = _check_steps(steps_per_epoch, n, batch_size)
+  if seed is not None:
+    _validation.check_non_negative_int("seed", seed)
+  x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+
+  def gather(step_seed):
+    indices = select(step_seed, n)
+    return tf.gather(x, indices), tf.gather(y, indices)
+
+  # Pairs of random int64s, fresh on every iteration: one stateless seed a step.
+  step_seeds = tf.data.Dataset.random(
+      seed=seed, rerandomize_each_iteration=True).batch(2).take(steps)
+  dataset = step_seeds.map(
+      gather, num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=True).prefetch(tf.data.AUTOTUNE)
+  return SampledDataset(dataset=dataset, sampling=sampling, dataset_size=n,
+                        expected_batch_size=batch_size, steps_per_epoch=steps)
+
+
+def poisson_batches(x: Any,
+                    y: Any,
+                    expected_batch_size: int,
+                    *,
+                    steps_per_epoch: Optional[int] = None,
+                    seed: Optional[int] = None) -> SampledDataset:
+  """Poisson-sampled batches (the sampler DP-SGD's analysis assumes).
+
+  At every step each of the N examples joins the batch independently with
+  probability q = expected_batch_size / N:
+
+      i in batch  <=>  u_i < q,   u_i ~ Uniform[0, 1) i.i.d. (per step)
+
+  so the batch size is Binomial(N, q): mean N q, variance N q (1 - q), and it
+  may be 0 (an empty batch keeps the shapes and dtypes of x and y). Rows keep
+  their order in x.
+
+  Args:
+    x: per-example inputs, first axis N (any dtype, kept).
+    y: per-example labels or targets, first axis N (any dtype, kept).
+    expected_batch_size: the expected batch size N q, an integer in [1, N].
+    steps_per_epoch: batches per iteration; default round(N /
+      expected_batch_size), one expected pass over the data.
+    seed: non-negative integer seed for a reproducible sequence of epochs;
+      None for a random one.
+
+  Returns:
+    A `SampledDataset` with sampling `POISSON`.
+  """
+
+  def select(step_seed, n):
+    q = expected_batch_size / n
+    u = tf.random.stateless_uniform([n], seed=step_seed, dtype=tf.float64)
+    return tf.where(u < q)[:, 0]
+
+  return _sampled_dataset(x, y, POISSON, expected_batch_size, steps_per_epoch,
+                          seed, select)
+
+
+def fixed_size_batches(x: Any,
+                       y: Any,
+                       batch_size: int,
+                       *,
+                       steps_per_epoch: Optional[int] = None,
+                       seed: Optional[int] = None) -> SampledDataset:
+  """Batches of exactly `batch_size` examples, each a fresh uniform subset.
+
+  At every step the batch is a uniformly random subset of b = batch_size
+  distinct examples out of N (sampling without replacement within the step:
+  the first b entries of a uniform random permutation), drawn independently
+  of all other steps; each example is in a given batch with probability b / N.
+
+  This is not shuffle-and-partition (shuffle once per epoch, cut into
+  consecutive batches so that every example appears once per epoch): that
+  sampler makes the batches of an epoch dependent, and the privacy accountant
+  does not model it.
+
+  Args:
+    x: per-example inputs, first axis N (any dtype, kept).
+    y: per-example labels or targets, first axis N (any dtype, kept).
+    batch_size: the batch size b, an integer in [1, N].
+    steps_per_epoch: batches per iteration; default round(N / batch_size).
+    seed: non-negative integer seed for a reproducible sequence of epochs;
+      None for a random one.
+
+  Returns:
+    A `SampledDataset` with sampling `FIXED_SIZE`.
+  """
+
+  def select(step_seed, n):
+    permutation = tf.random.experimental.stateless_shuffle(
+        tf.range(n, dtype=tf.int64), seed=step_seed)
+    return permutation[:batch_size]
+
+  return _sampled_dataset(x, y, FIXED_SIZE, batch_size, steps_per_epoch, seed,
+                          select)

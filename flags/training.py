@@ -2,7 +2,7 @@
 
 from absl import flags
 
-EPOCHS = flags.DEFINE_integer("epochs", 30, "Planned number of epochs.")
+EPOCHS = flags.DEFINE_integer("epochs", 20, "Planned number of epochs.")
 BATCH_SIZE = flags.DEFINE_integer("batch_size", 64,
                                   "Expected batch size.")
 LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.5, "Learning rate.")

@@ -61,3 +61,19 @@ def assert_allclose_relative(actual, expected, rtol: float) -> None:
   scale = max(np.max(np.abs(expected)), 1e-12)
   np.testing.assert_allclose(actual, expected, rtol=0,
                              atol=rtol * scale + 1e-7 * scale)
+
+
+def assert_gradients_close(actual: Sequence, expected: Sequence,
+                           rtol: float) -> None:
+  """Per-variable gradients equal, relative to the whole gradient's scale.
+
+  A variable whose true gradient is ~0 (e.g. by symmetry) must then be ~0
+  compared with the largest entry of the whole gradient, not with itself.
+  """
+  assert len(actual) == len(expected)
+  scale = max(np.max(np.abs(np.asarray(e, np.float64))) for e in expected)
+  for a, e in zip(actual, expected):
+    assert tuple(np.shape(a)) == tuple(np.shape(e))
+    np.testing.assert_allclose(np.asarray(a, np.float64),
+                               np.asarray(e, np.float64), rtol=0,
+                               atol=(rtol + 1e-7) * max(scale, 1e-12))

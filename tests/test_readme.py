@@ -23,3 +23,17 @@ def test_ci_runs_the_readme_test_command():
 def test_readme_runs_the_quickstart_first():
   blocks = _bash_blocks((ROOT / "README.md").read_text())
   assert "python -m experiments.quickstart" in blocks[0]
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch):
+  (example,) = re.findall(r"```python\n(.*?)```", (ROOT / "README.md")
+                          .read_text(), flags=re.S)
+  assert "epochs = 30" in example
+  monkeypatch.chdir(tmp_path)  # its TensorBoard logs go to ./runs/tour
+  namespace = {}
+  exec(compile(example.replace("epochs = 30", "epochs = 2"), "README.md",  # pylint: disable=exec-used
+               "exec"), namespace)
+  spent = namespace["accountant"].spent()
+  assert spent.steps == 2 * namespace["batches"].steps_per_epoch
+  assert 0 < spent.epsilon <= 3.0
+  assert (tmp_path / "runs" / "tour" / "privacy").is_dir()

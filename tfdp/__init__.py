@@ -31,7 +31,9 @@ from tfdp import data
 from tfdp import models
 from tfdp import optimizers
 from tfdp import privacy
+from tfdp.private import make_private
 
 __version__ = "0.1.0"
 
-__all__ = ["callbacks", "clipping", "data", "models", "optimizers", "privacy"]
+__all__ = ["callbacks", "clipping", "data", "models", "optimizers", "privacy",
+           "make_private"]

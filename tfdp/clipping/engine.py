@@ -13,8 +13,7 @@ per-example gradients as the rows of a Jacobian. It is always correct and is
 what the faster engines are checked against.
 """
 
-import dataclasses
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, NamedTuple, Optional, Sequence
 
 import tensorflow as tf
 
@@ -23,9 +22,8 @@ from tfdp import _validation
 PerExampleLossFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
 
-@dataclasses.dataclass
-class ClippedGradients:
-  """The result of per-example clipping for one batch.
+class ClippedGradients(NamedTuple):
+  """The result of per-example clipping for one batch (a tf.nest structure).
 
   Attributes:
     gradient_sum: one tensor per variable: sum_i c_i g_i.
@@ -119,9 +117,8 @@ def clipped_sum_from_tape(tape: tf.GradientTape, losses: tf.Tensor,
   jacobians = tape.jacobian(
       losses, list(variables),
       unconnected_gradients=tf.UnconnectedGradients.ZERO)
-  result = clip_and_sum(jacobians, l2_norm_clip)
-  result.per_example_losses = losses
-  return result
+  return clip_and_sum(jacobians, l2_norm_clip)._replace(
+      per_example_losses=losses)
 
 
 def clipped_gradients(model: tf.keras.Model,

@@ -1,5 +1,8 @@
 """A checkpointable counter of DP-SGD steps that reports the privacy spent."""
 
+# The accountant shares accounting.py's private checks and cached epsilons.
+# pylint: disable=protected-access
+
 from typing import Any, Dict, Optional
 
 import tensorflow as tf
@@ -49,7 +52,7 @@ class PrivacyAccountant(tf.Module):
       ValueError: on an argument out of range.
     """
     super().__init__(name=name)
-    self._sampling = accounting._check_arguments(  # pylint: disable=protected-access
+    self._sampling = accounting._check_arguments(
         sampling, sampling_probability, batch_size, dataset_size,
         noise_multiplier=noise_multiplier, delta=delta, accountant=accountant)
     self._config = {
@@ -90,8 +93,8 @@ class PrivacyAccountant(tf.Module):
   @property
   def accountant(self) -> str:
     """The accountant actually used (``"rdp"`` for fixed-size sampling)."""
-    return accounting._accountant_used(  # pylint: disable=protected-access
-        self._config["accountant"], self._sampling)
+    return accounting._accountant_used(self._config["accountant"],
+                                       self._sampling)
 
   @property
   def steps(self) -> int:
@@ -113,10 +116,10 @@ class PrivacyAccountant(tf.Module):
     return self._spent_at(self.steps + additional_steps)
 
   def get_config(self) -> Dict[str, Any]:
-    """The constructor arguments: ``PrivacyAccountant(**config)`` recreates it."""
+    """The constructor arguments, JSON-able: ``PrivacyAccountant(**config)``."""
     return dict(self._config)
 
   def _spent_at(self, steps: int) -> accounting.PrivacySpent:
-    return accounting._privacy_spent(  # pylint: disable=protected-access
+    return accounting._privacy_spent(
         self.noise_multiplier, steps, self.delta, self._sampling,
         self._config["accountant"])

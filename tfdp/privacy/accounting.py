@@ -22,8 +22,10 @@ delta comes from dp_accounting's PLD accountant (tight, the default) or its RDP
 accountant. dp_accounting's PLD accountant does not handle sampling without
 replacement, so fixed-size sampling is always accounted with RDP.
 
-Epsilons under the two relations are not interchangeable: replace-one is the
-stronger notion (one replacement is one removal plus one addition).
+The two relations put epsilon on different scales: a replacement is a removal
+then an addition, so an (epsilon, delta) add/remove-one guarantee gives
+(2 epsilon, (1 + e^epsilon) delta) under replace-one; replace-one in turn
+treats the dataset size as public.
 """
 
 import dataclasses
@@ -162,7 +164,7 @@ def _check_arguments(sampling, sampling_probability, batch_size, dataset_size,
 
 
 def _accountant_used(accountant: str, sampling: _Sampling) -> str:
-  """RDP for fixed-size sampling (dp_accounting's PLD lacks it), else as asked."""
+  """RDP for fixed-size sampling (dp_accounting's PLD lacks it), else ask."""
   return RDP if sampling.sampling == FIXED_SIZE else accountant
 
 
@@ -232,9 +234,11 @@ def dpsgd_event(noise_multiplier: float,
   * ``FIXED_SIZE``: ``SelfComposed(SampledWithoutReplacement(dataset_size,
     batch_size, Gaussian(sigma / 2)), steps)``, for the replace-one relation,
     under which the clipped sum has sensitivity ``2 C`` and the noise
-    ``N(0, (sigma C)^2)`` is ``sigma / 2`` times that sensitivity
-    (dp_accounting's RDP accountant reads the Gaussian's noise multiplier as
-    noise over sensitivity).
+    ``N(0, (sigma C)^2)`` is ``sigma / 2`` times that sensitivity.
+    dp_accounting's RDP accountant reads the Gaussian's noise multiplier as
+    noise over sensitivity and does not halve it for replace-one itself
+    (google/differential-privacy issue 378); passing sigma would understate
+    the RDP four-fold.
 
   Args:
     noise_multiplier: sigma, the noise standard deviation over the clipping
@@ -313,10 +317,9 @@ def calibrate_noise_multiplier(target_epsilon: float,
   """The noise multiplier that spends (about) `target_epsilon` in `steps`.
 
   epsilon(sigma) (as `compute_epsilon` gives it) decreases in sigma. The
-  search brackets the solution, ``epsilon(lo) > target >= epsilon(hi)``,
-  starting from ``[1, max_noise_multiplier]`` and halving ``lo`` while it is
-  feasible (never going far below the solution: the PLDs of small sigmas are
-  wide and slow to compute), then splits ``[lo, hi]`` until
+  search brackets the solution, ``epsilon(lo) > target >= epsilon(hi)``, by
+  doubling or halving sigma from 1 (not from a tiny sigma: the PLDs of small
+  sigmas are wide and slow to compute), then splits ``[lo, hi]`` until
   ``target (1 - tolerance) <= epsilon(hi) <= target``, and returns ``hi``: the
   result never spends more than `target_epsilon`. Each split point is the
   Illinois regula falsi step on ``f(sigma) = log(epsilon(sigma) / goal)``,
@@ -358,15 +361,15 @@ def calibrate_noise_multiplier(target_epsilon: float,
   def epsilon(sigma: float) -> float:
     return _privacy_spent(sigma, steps, delta, sampling, accountant).epsilon
 
-  largest = epsilon(max_noise_multiplier)
-  if largest > target_epsilon:
-    raise ValueError(
-        f"target_epsilon={target_epsilon} cannot be reached: even "
-        f"noise_multiplier={max_noise_multiplier} spends epsilon="
-        f"{largest:.3g} at delta={delta} in {steps} steps. Take fewer steps, "
-        "use a smaller batch (sampling probability), or a larger delta.")
-  hi = max_noise_multiplier
-  lo = min(1.0, hi / 2)
+  lo = hi = min(1.0, max_noise_multiplier)
+  while epsilon(hi) > target_epsilon:
+    if hi == max_noise_multiplier:
+      raise ValueError(
+          f"target_epsilon={target_epsilon} cannot be reached: even "
+          f"noise_multiplier={hi} spends epsilon={epsilon(hi):.3g} at "
+          f"delta={delta} in {steps} steps. Take fewer steps, use a smaller "
+          "batch (sampling probability), or a larger delta.")
+    lo, hi = hi, min(2 * hi, max_noise_multiplier)
   while epsilon(lo) <= target_epsilon:
     lo, hi = lo / 2, lo
   # Illinois regula falsi on f = log(epsilon / goal) against log(sigma).

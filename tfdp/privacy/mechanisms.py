@@ -97,7 +97,7 @@ def laplace_noise(shape,
 
   Drawn by inverse CDF: with ``u ~ U(-1/2, 1/2)``,
   ``b sign(u) (-log(1 - 2|u|))`` is ``Lap(0, b)``; ``1 - 2|u|`` is floored at
-  the dtype's smallest normal number so that ``u = -1/2`` gives a finite draw.
+  the smallest normal number so that ``u = -1/2`` gives a finite draw.
 
   Args:
     shape: The shape of the noise.
@@ -115,21 +115,24 @@ def laplace_noise(shape,
   """
   scale = laplace_scale(l1_sensitivity, epsilon)
   dtype = tf.as_dtype(dtype)
+  # 16-bit types draw in float32, for their tails and for np.finfo.
+  work_dtype = tf.float64 if dtype == tf.float64 else tf.float32
   if seed is None:
-    u = tf.random.uniform(shape, minval=-0.5, maxval=0.5, dtype=dtype)
+    u = tf.random.uniform(shape, minval=-0.5, maxval=0.5, dtype=work_dtype)
   else:
     u = tf.random.stateless_uniform(
-        shape, seed, minval=-0.5, maxval=0.5, dtype=dtype)
-  tiny = np.finfo(dtype.as_numpy_dtype).tiny
+        shape, seed, minval=-0.5, maxval=0.5, dtype=work_dtype)
+  tiny = np.finfo(work_dtype.as_numpy_dtype).tiny
   magnitude = -tf.math.log(tf.maximum(1 - 2 * tf.abs(u), tiny))
-  return scale * tf.sign(u) * magnitude
+  return tf.cast(scale * tf.sign(u) * magnitude, dtype)
 
 
 def _floating(value) -> tf.Tensor:
   """`value` as a tensor, which must be floating point."""
   value = tf.convert_to_tensor(value)
   if not value.dtype.is_floating:
-    raise ValueError(f"value must be a floating-point tensor, got {value.dtype}")
+    raise ValueError(
+        f"value must be a floating-point tensor, got dtype {value.dtype.name}")
   return value
 
 

@@ -1,0 +1,551 @@
+r"""Benchmark: the cost of per-example clipping against non-private training.
+
+Trains each model on random 32x32x3 data with SGD under each configuration,
+one subprocess per (model, configuration) so that each peak memory is its
+own, and reports seconds per step, examples per second, peak resident memory
+and their ratios to non-private training as a markdown table, JSON and a bar
+chart under --results_dir.
+
+Configurations:
+  nonprivate      plain tf.keras model.fit.
+  tfdp            tfdp.make_private(model) + tfdp.optimizers.DPSGD (fast
+                  per-example clipping engine).
+  tfp_microbatch  TF Privacy's DPKerasSGDOptimizer with one microbatch per
+                  example (a legacy Keras optimizer).
+  tfp_fast        TF Privacy's DPModel with its fast-clipping layer registry
+                  (rules for Dense and Embedding only).
+
+  python -m experiments.benchmark_clipping
+  python -m experiments.benchmark_clipping --models=papernot \
+      --configs=nonprivate,tfdp --steps=50
+  python -m experiments.benchmark_clipping --skip_slow_baselines --profile
+"""
+
+import json
+import os
+import pathlib
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+from absl import app
+from absl import flags
+import tensorflow as tf
+
+from experiments import _report
+import tfdp
+from tfdp.clipping.layers import fallback
+
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+# Model name -> builder of that model at a given width multiplier.
+_MODELS = {
+    "papernot": lambda width: tfdp.models.papernot_cnn(width=width),
+    "resnet18": lambda width: tfdp.models.resnet18(width=width),
+    "wrn16_4": lambda width: tfdp.models.wide_resnet(16, 4 * width),
+}
+_CONFIGS = ("nonprivate", "tfdp", "tfp_microbatch", "tfp_fast")
+_SLOW_BASELINES = ("tfp_microbatch", "tfp_fast")
+_PROFILE = "profile"  # --child=MODEL:profile runs `_profile`.
+_L2_NORM_CLIP = 1.0
+_NOISE_MULTIPLIER = 1.0
+_LEARNING_RATE = 0.01
+_NUM_CLASSES = 10
+_INPUT_SHAPE = (32, 32, 3)
+_DISTINCT_BATCHES = 4
+
+MODELS = flags.DEFINE_list("models", list(_MODELS),
+                           f"Models to measure, from {', '.join(_MODELS)}.")
+CONFIGS = flags.DEFINE_list("configs", list(_CONFIGS),
+                            f"Configurations, from {', '.join(_CONFIGS)}.")
+BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Batch size.")
+STEPS = flags.DEFINE_integer("steps", 20, "Timed training steps.")
+SLOW_BASELINE_STEPS = flags.DEFINE_integer(
+    "slow_baseline_steps", 5,
+    "Timed steps for tfp_microbatch and tfp_fast (which can take ~10 s per "
+    "step); at most --steps.")
+WARMUP_STEPS = flags.DEFINE_integer(
+    "warmup_steps", 3, "Untimed steps first (tracing, first allocations).")
+WIDTH = flags.DEFINE_float(
+    "width", 1.0, "Multiplies the models' channel counts (1.0: published "
+    "models; small values for quick tests).")
+SKIP_SLOW_BASELINES = flags.DEFINE_bool(
+    "skip_slow_baselines", False, "Skip tfp_microbatch and tfp_fast.")
+PROFILE = flags.DEFINE_bool(
+    "profile", False, "Also time each model's layers one by one: the "
+    "non-private weight gradient against tfdp's per-example norms and "
+    "clipped sum; writes profile.md.")
+RESULTS_DIR = flags.DEFINE_string(
+    "results_dir", "docs/results/benchmark_clipping",
+    "Where results.md, results.json and time_ratios.png are written.")
+TIMEOUT = flags.DEFINE_integer("timeout", 1800,
+                               "Seconds allowed per configuration.")
+MEMORY_LIMIT_GIB = flags.DEFINE_float(
+    "memory_limit_gib", None, "A configuration whose resident memory exceeds "
+    "this is stopped and reported as out of memory. Default: 75% of RAM.")
+_CHILD = flags.DEFINE_string(
+    "child", None, "Internal: measure one MODEL:CONFIG (or MODEL:profile) in "
+    "this process and print the result as one JSON line.")
+
+
+# ---------------------------------------------------------------------------
+# Generic measurement helpers.
+
+
+def peak_rss_gib() -> float:
+  """This process's peak resident set size so far, in GiB (Linux)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _current_rss_gib(pid: int) -> Optional[float]:
+  """Resident memory of a running process from /proc, or None."""
+  try:
+    with open(f"/proc/{pid}/status") as f:
+      for line in f:
+        if line.startswith("VmRSS:"):
+          return int(line.split()[1]) / 2**20
+  except OSError:
+    pass
+  return None
+
+
+class StepTimer(tf.keras.callbacks.Callback):
+  """Records each training batch's wall-clock seconds in `times`.
+
+  Keras hands a plain callback its logs as numbers, so each batch's work has
+  finished when `on_train_batch_end` runs.
+  """
+
+  def __init__(self):
+    super().__init__()
+    self.times: List[float] = []
+    self._start = 0.0
+
+  def on_train_batch_begin(self, batch, logs=None):
+    self._start = time.perf_counter()
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.times.append(time.perf_counter() - self._start)
+
+
+# ---------------------------------------------------------------------------
+# Child: one configuration in this process.
+
+
+def _loss(reduce: bool):
+  reduction = (tf.keras.losses.Reduction.AUTO if reduce else
+               tf.keras.losses.Reduction.NONE)
+  return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True,
+                                                       reduction=reduction)
+
+
+def _nonprivate(model, batch_size):
+  del batch_size
+  model.compile(optimizer=tf.keras.optimizers.SGD(_LEARNING_RATE),
+                loss=_loss(reduce=True))
+  return model, ""
+
+
+def _tfdp(model, batch_size):
+  model = tfdp.make_private(model)
+  model.compile(
+      optimizer=tfdp.optimizers.DPSGD(
+          learning_rate=_LEARNING_RATE, l2_norm_clip=_L2_NORM_CLIP,
+          noise_multiplier=_NOISE_MULTIPLIER, expected_batch_size=batch_size),
+      loss=_loss(reduce=False))
+  without_rule = sorted({type(l).__name__
+                         for l in tfdp.clipping.fast.tapped_layers(model)
+                         if tfdp.clipping.registry.rule_for(l) is None})
+  note = ("exact per-layer fall-back for " + ", ".join(without_rule)
+          if without_rule else "fast rules for every layer")
+  return model, note
+
+
+def _tfp_microbatch(model, batch_size):
+  import tensorflow_privacy  # pylint: disable=g-import-not-at-top
+  model.compile(
+      optimizer=tensorflow_privacy.DPKerasSGDOptimizer(
+          l2_norm_clip=_L2_NORM_CLIP, noise_multiplier=_NOISE_MULTIPLIER,
+          num_microbatches=batch_size, learning_rate=_LEARNING_RATE),
+      loss=_loss(reduce=False))
+  return model, f"{batch_size} microbatches of 1 (legacy optimizer)"
+
+
+def _tfp_fast(model, batch_size):
+  # pylint: disable=g-import-not-at-top
+  from tensorflow_privacy.privacy.fast_gradient_clipping import layer_registry
+  from tensorflow_privacy.privacy.keras_models import dp_keras_model
+  # pylint: enable=g-import-not-at-top
+  del batch_size
+  registry = layer_registry.make_default_layer_registry()
+  # XLA off: it slows these ops down on CPU (see DESIGN.md).
+  dp_model = dp_keras_model.DPModel(
+      l2_norm_clip=_L2_NORM_CLIP, noise_multiplier=_NOISE_MULTIPLIER,
+      use_xla=False, layer_registry=registry, inputs=model.inputs,
+      outputs=model.outputs)
+  dp_model.compile(optimizer=tf.keras.optimizers.SGD(_LEARNING_RATE),
+                   loss=_loss(reduce=True))
+  if dp_model._enable_fast_peg_computation:  # pylint: disable=protected-access
+    return dp_model, "fast clipping path"
+  without_rule = sorted({type(l).__name__ for l in dp_model.layers
+                         if l.trainable_variables and not registry.is_elem(l)})
+  return dp_model, ("fast path off (no rule for " + ", ".join(without_rule) +
+                    "): vectorized per-example gradients")
+
+
+_SETUPS: Dict[str, Callable] = {
+    "nonprivate": _nonprivate,
+    "tfdp": _tfdp,
+    "tfp_microbatch": _tfp_microbatch,
+    "tfp_fast": _tfp_fast,
+}
+
+
+def _random_batches(batch_size: int):
+  """A few fixed random batches, in memory, repeated: no input cost."""
+  x = tf.random.normal((_DISTINCT_BATCHES, batch_size) + _INPUT_SHAPE)
+  y = tf.random.uniform((_DISTINCT_BATCHES, batch_size), 0, _NUM_CLASSES,
+                        tf.int32)
+  return tf.data.Dataset.from_tensor_slices((x, y)).cache().repeat()
+
+
+def _timed_steps(config: str) -> int:
+  if config in _SLOW_BASELINES:
+    return min(STEPS.value, SLOW_BASELINE_STEPS.value)
+  return STEPS.value
+
+
+def _measure(model_name: str, config: str) -> Dict[str, object]:
+  """Trains warm-up + timed steps and returns the timings and peak RSS."""
+  tf.keras.utils.set_random_seed(0)
+  batch_size = BATCH_SIZE.value
+  model, note = _SETUPS[config](_MODELS[model_name](WIDTH.value),
+                                batch_size)
+  steps = _timed_steps(config)
+  timer = StepTimer()
+  model.fit(_random_batches(batch_size), epochs=1,
+            steps_per_epoch=WARMUP_STEPS.value + steps, callbacks=[timer],
+            verbose=0)
+  times = timer.times[WARMUP_STEPS.value:]
+  return {
+      "model": model_name,
+      "config": config,
+      "parameters": int(model.count_params()),
+      "note": note,
+      "step_times_s": times,
+      "seconds_per_step": statistics.median(times),
+      "peak_rss_gib": peak_rss_gib(),
+  }
+
+
+def _median_seconds(function: Callable[[], object], repeats: int) -> float:
+  """Median wall time of `function()` after one untimed (tracing) call."""
+  sync = lambda result: [t.numpy() for t in tf.nest.flatten(result)]
+  sync(function())
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    sync(function())
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def _profile_layer(layer, batch_size: int,
+                   repeats: int = 5) -> Dict[str, object]:
+  """Times one layer's non-private weight gradient against its tfdp rule.
+
+  On random inputs and output gradients of the layer's shapes, each in its
+  own tf.function: the forward pass plus the ordinary (batch-summed) weight
+  gradient, as in non-private training; the rule's per-example squared
+  norms (forward included); and the norms plus the clipped sum.
+  """
+  rule = (tfdp.clipping.registry.rule_for(layer) or
+          fallback.FallbackRule())
+  x = tf.random.normal((batch_size,) + tuple(layer.input_shape[1:]))
+  delta = tf.random.normal((batch_size,) + tuple(layer.output_shape[1:]))
+
+  @tf.function
+  def weight_gradient():
+    with tf.GradientTape() as tape:
+      z = layer(x)
+    return tape.gradient(z, layer.trainable_weights, output_gradients=delta)
+
+  def rule_gradients():
+    _, tap = rule.forward(layer, layer.call, (x,), {})
+    return rule.gradients(tap, delta)
+
+  @tf.function
+  def norms():
+    return rule_gradients().squared_norms
+
+  @tf.function
+  def clipped_sum():
+    gradients = rule_gradients()
+    factors = tfdp.clipping.clip_factors(tf.sqrt(gradients.squared_norms),
+                                         _L2_NORM_CLIP)
+    return gradients.weighted_sum(factors)
+
+  row = {"layer": layer.name, "type": type(layer).__name__,
+         "input": "x".join(str(d) for d in layer.input_shape[1:]),
+         "output": "x".join(str(d) for d in layer.output_shape[1:])}
+  for key, function in (("weight_gradient_ms", weight_gradient),
+                        ("norms_ms", norms), ("norms_and_sum_ms", clipped_sum)):
+    row[key] = 1000 * _median_seconds(function, repeats)
+  row["ratio"] = row["norms_and_sum_ms"] / row["weight_gradient_ms"]
+  return row
+
+
+def _profile(model_name: str) -> List[Dict[str, object]]:
+  """`_profile_layer` for every layer of the model that has weights."""
+  tf.keras.utils.set_random_seed(0)
+  model = _MODELS[model_name](WIDTH.value)
+  return [dict(_profile_layer(layer, BATCH_SIZE.value), model=model_name)
+          for layer in tfdp.clipping.fast.tapped_layers(model)]
+
+
+# ---------------------------------------------------------------------------
+# Parent: one subprocess per configuration, then the report.
+
+
+def _child_command(model_name: str, config: str) -> List[str]:
+  return [sys.executable, "-m", "experiments.benchmark_clipping",
+          f"--child={model_name}:{config}",
+          f"--batch_size={BATCH_SIZE.value}", f"--steps={STEPS.value}",
+          f"--slow_baseline_steps={SLOW_BASELINE_STEPS.value}",
+          f"--warmup_steps={WARMUP_STEPS.value}", f"--width={WIDTH.value}"]
+
+
+def _memory_limit_gib() -> float:
+  if MEMORY_LIMIT_GIB.value is not None:
+    return MEMORY_LIMIT_GIB.value
+  return 0.75 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
+def _run_child(command: List[str], timeout: float,
+               memory_limit: float) -> Tuple[Optional[str], str, str]:
+  """Runs a child, stopping it past `timeout` s or `memory_limit` GiB.
+
+  Returns:
+    (why it was stopped or None, stdout, stderr).
+  """
+  process = subprocess.Popen(command, cwd=_ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+  started, stopped = time.monotonic(), None
+  while True:
+    try:
+      stdout, stderr = process.communicate(timeout=0.5)
+      return stopped, stdout, stderr
+    except subprocess.TimeoutExpired:
+      rss = _current_rss_gib(process.pid)
+      if time.monotonic() - started > timeout:
+        stopped = f"timed out after {timeout:.0f} s"
+      elif rss is not None and rss > memory_limit:
+        stopped = f"out of memory (resident > {memory_limit:.1f} GiB)"
+      if stopped:
+        process.kill()
+
+
+def _child_result(model_name: str, config: str) -> Tuple[str, object]:
+  """Runs `--child=MODEL:CONFIG` in a subprocess.
+
+  Returns:
+    ("ok", the child's JSON result), or (why it failed, the stderr tail).
+  """
+  stopped, stdout, stderr = _run_child(_child_command(model_name, config),
+                                       TIMEOUT.value, _memory_limit_gib())
+  lines = [l for l in stdout.splitlines() if l.startswith(("{", "["))]
+  if stopped is None and lines:
+    return "ok", json.loads(lines[-1])
+  if stopped is None:
+    errors = [l for l in stderr.splitlines() if l.strip()]
+    stopped = "failed: " + (errors[-1][:200] if errors else "no output")
+  return stopped, stderr[-3000:]
+
+
+def _result_row(model_name: str, config: str) -> Dict[str, object]:
+  """Measures one configuration in a subprocess; failures become rows."""
+  status, result = _child_result(model_name, config)
+  if status == "ok":
+    return dict(result, status=status)
+  return {"model": model_name, "config": config, "status": status,
+          "note": "", "seconds_per_step": None, "peak_rss_gib": None,
+          "stderr_tail": result}
+
+
+def _add_ratios(rows: List[Dict[str, object]], batch_size: int) -> None:
+  """Adds examples/s and the time and memory ratios to non-private."""
+  baselines = {r["model"]: r for r in rows
+               if r["config"] == "nonprivate" and r["status"] == "ok"}
+  for row in rows:
+    ok = row["status"] == "ok"
+    row["examples_per_s"] = (batch_size / row["seconds_per_step"]
+                             if ok else None)
+    base = baselines.get(row["model"])
+    for key, ratio_key in (("seconds_per_step", "time_ratio"),
+                           ("peak_rss_gib", "memory_ratio")):
+      row[ratio_key] = row[key] / base[key] if ok and base else None
+
+
+def _table(rows: List[Dict[str, object]]) -> str:
+  columns = (("model", "model"), ("config", "config"),
+             ("seconds_per_step", "s/step"), ("examples_per_s", "examples/s"),
+             ("peak_rss_gib", "peak RSS (GiB)"),
+             ("time_ratio", "time x nonprivate"),
+             ("memory_ratio", "memory x nonprivate"), ("status", "status"),
+             ("note", "note"))
+  return _report.markdown_table([
+      {title: "-" if row.get(key) is None else row[key]
+       for key, title in columns} for row in rows])
+
+
+def _plot(rows: List[Dict[str, object]], path: str) -> None:
+  """Grouped bars of the time ratios, one group per model."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  models = list(dict.fromkeys(r["model"] for r in rows))
+  configs = [c for c in dict.fromkeys(r["config"] for r in rows)
+             if c != "nonprivate"]
+  by_key = {(r["model"], r["config"]): r for r in rows}
+  figure, axes = plt.subplots(figsize=(1.6 + 1.1 * len(models) * max(
+      1, len(configs)), 4))
+  bar = 0.8 / max(1, len(configs))
+  for index, config in enumerate(configs):
+    for position, model in enumerate(models):
+      row = by_key.get((model, config))
+      if row is None:
+        continue
+      x = position + (index - (len(configs) - 1) / 2) * bar
+      ratio = row.get("time_ratio")
+      if ratio is None:
+        axes.text(x, 1, "n/a", ha="center", va="bottom", fontsize=7,
+                  rotation=90)
+        continue
+      axes.bar(x, ratio, bar, color=f"C{index}",
+               label=config if position == 0 else None)
+      axes.text(x, ratio, f"{ratio:.3g}x", ha="center", va="bottom",
+                fontsize=7)
+  axes.axhline(1.0, color="black", linewidth=0.8, label="nonprivate")
+  ratios = [r["time_ratio"] for r in rows if r.get("time_ratio")]
+  if ratios and max(ratios) > 20:
+    axes.set_yscale("log")
+  axes.set_xticks(range(len(models)), models)
+  axes.set_ylabel("time per step / non-private")
+  axes.set_title(f"Per-example clipping cost, batch {BATCH_SIZE.value}")
+  axes.legend(fontsize=8)
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+  plt.close(figure)
+
+
+def _selected(values: List[str], allowed: Tuple[str, ...],
+              name: str) -> List[str]:
+  unknown = [v for v in values if v not in allowed]
+  if unknown or not values:
+    raise app.UsageError(f"--{name} must be a non-empty list from "
+                         f"{', '.join(allowed)}, got {','.join(values)}")
+  return list(dict.fromkeys(values))
+
+
+def _environment() -> Dict[str, object]:
+  return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+          "cpu_count": os.cpu_count(), "machine": platform.platform(),
+          "python": platform.python_version(), "tensorflow": tf.__version__}
+
+
+def _profile_rows(models: List[str]) -> List[Dict[str, object]]:
+  """Per-layer profiles of the models, each in a subprocess, with totals."""
+  rows = []
+  for model_name in models:
+    print(f"Profiling {model_name} layer by layer ...", flush=True)
+    status, result = _child_result(model_name, _PROFILE)
+    if status != "ok":
+      rows.append({"model": model_name, "layer": status})
+      continue
+    total = {"model": model_name, "layer": "total", "type": "", "input": "",
+             "output": ""}
+    for key in ("weight_gradient_ms", "norms_ms", "norms_and_sum_ms"):
+      total[key] = sum(row[key] for row in result)
+    total["ratio"] = total["norms_and_sum_ms"] / total["weight_gradient_ms"]
+    rows += result + [total]
+  return rows
+
+
+def _write_results(rows: List[Dict[str, object]],
+                   profile: List[Dict[str, object]]) -> str:
+  """Writes results.md/json, time_ratios.png (and profile.md); returns the table."""
+  results_dir = RESULTS_DIR.value
+  os.makedirs(results_dir, exist_ok=True)
+  settings = {"batch_size": BATCH_SIZE.value, "steps": STEPS.value,
+              "slow_baseline_steps": SLOW_BASELINE_STEPS.value,
+              "warmup_steps": WARMUP_STEPS.value, "width": WIDTH.value,
+              "l2_norm_clip": _L2_NORM_CLIP,
+              "noise_multiplier": _NOISE_MULTIPLIER, "optimizer": "SGD",
+              "timing": "median wall time of the timed steps"}
+  environment = _environment()
+  _report.write_json(os.path.join(results_dir, "results.json"),
+                     {"settings": settings, "environment": environment,
+                      "rows": rows, "profile": profile})
+  header = (f"Measured {environment['date']} on {environment['cpu_count']} "
+            f"CPU cores, TensorFlow {environment['tensorflow']}, batch "
+            f"{BATCH_SIZE.value}, width {WIDTH.value:g}")
+  table = _table(rows)
+  with open(os.path.join(results_dir, "results.md"), "w") as f:
+    f.write(f"{header}, median of the timed steps.\n\n{table}\n")
+  if profile:
+    with open(os.path.join(results_dir, "profile.md"), "w") as f:
+      f.write(f"{header}: per-layer medians in ms (forward included).\n\n"
+              f"{_report.markdown_table(_uniform(profile))}\n")
+  _plot(rows, os.path.join(results_dir, "time_ratios.png"))
+  return table
+
+
+def _uniform(rows: List[Dict[str, object]]) -> List[Dict[str, object]]:
+  """Rows with the keys of the longest one, "-" where a key is missing."""
+  keys = max(rows, key=len)
+  return [{k: row.get(k, "-") for k in keys} for row in rows]
+
+
+def _run_parent() -> None:
+  models = _selected(MODELS.value, tuple(_MODELS), "models")
+  configs = _selected(CONFIGS.value, _CONFIGS, "configs")
+  if SKIP_SLOW_BASELINES.value:
+    configs = [c for c in configs if c not in _SLOW_BASELINES]
+  rows = []
+  for model_name in models:
+    for config in configs:
+      print(f"Measuring {model_name} / {config} ...", flush=True)
+      rows.append(_result_row(model_name, config))
+      print(f"  {rows[-1]['status']}: "
+            f"{rows[-1]['seconds_per_step'] or '-'} s/step", flush=True)
+  _add_ratios(rows, BATCH_SIZE.value)
+  profile = _profile_rows(models) if PROFILE.value else []
+  print(_write_results(rows, profile))
+  print(f"\nResults: {RESULTS_DIR.value}")
+
+
+def main(argv):
+  del argv
+  for name, value in (("batch_size", BATCH_SIZE.value), ("steps", STEPS.value),
+                      ("slow_baseline_steps", SLOW_BASELINE_STEPS.value),
+                      ("timeout", TIMEOUT.value)):
+    if value < 1:
+      raise app.UsageError(f"--{name} must be >= 1, got {value}")
+  if WARMUP_STEPS.value < 0:
+    raise app.UsageError(f"--warmup_steps must be >= 0, got "
+                         f"{WARMUP_STEPS.value}")
+  if _CHILD.value:
+    model_name, config = _CHILD.value.split(":")
+    result = (_profile(model_name) if config == _PROFILE else
+              _measure(model_name, config))
+    print(json.dumps(result), flush=True)
+  else:
+    _run_parent()
+
+
+if __name__ == "__main__":
+  app.run(main)

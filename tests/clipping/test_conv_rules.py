@@ -1,0 +1,212 @@
+"""Convolution clipping rules against one-example-at-a-time gradients."""
+
+import logging
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests import oracle
+from tfdp.clipping import fast
+from tfdp.clipping.layers import _common
+from tfdp.clipping.layers import conv
+from tfdp.clipping.layers import fallback
+
+RTOL = 1e-5
+_CONV_CLASSES = {1: tf.keras.layers.Conv1D, 2: tf.keras.layers.Conv2D,
+                 3: tf.keras.layers.Conv3D}
+
+
+def _loss():
+  return tf.keras.losses.SparseCategoricalCrossentropy(
+      from_logits=True, reduction=tf.keras.losses.Reduction.NONE)
+
+
+def _assert_matches_oracle(layer, input_shape, seed, batch=5,
+                           in_function=False, spatial_known=True):
+  """layer (tanh) -> Flatten -> Dense: fast engine == oracle, some clipped.
+
+  With spatial_known=False the model takes any spatial size and averages
+  over positions instead of flattening.
+  """
+  rng = np.random.default_rng(seed)
+  tf.keras.utils.set_random_seed(seed)
+  x = rng.normal(size=(batch,) + tuple(input_shape)).astype(np.float32)
+  y = rng.integers(0, 3, batch).astype(np.int64)
+  if not spatial_known:
+    input_shape = (None,) * (len(input_shape) - 1) + tuple(input_shape[-1:])
+  head = (tf.keras.layers.Flatten() if spatial_known else
+          tf.keras.layers.Lambda(lambda h: tf.reduce_mean(
+              h, axis=list(range(1, len(input_shape))))))
+  model = tf.keras.Sequential([
+      tf.keras.Input(input_shape), layer, head, tf.keras.layers.Dense(3)])
+  expected = oracle.per_example_gradients(model, x, y, _loss())
+  clip = float(np.median(oracle.norms(expected)))
+
+  def run(x, y):
+    return fast.clipped_gradients(model, x, y, _loss(), l2_norm_clip=clip)
+
+  if in_function:  # As in training: traced once, batch size unknown.
+    run = tf.function(run, input_signature=[
+        tf.TensorSpec((None,) + tuple(input_shape), tf.float32),
+        tf.TensorSpec((None,), tf.int64)])
+  result = run(x, y)
+  oracle.assert_allclose_relative(result.norms, oracle.norms(expected), RTOL)
+  for actual, reference in zip(result.gradient_sum,
+                               oracle.clipped_sum(expected, clip)):
+    oracle.assert_allclose_relative(actual, reference, RTOL)
+
+
+@pytest.fixture(name="force_path")
+def _force_path(monkeypatch):
+  """Makes `prefer_ghost_norm` answer for the given path; counts the asks."""
+  asked = []
+
+  def force(path):
+    def prefer_ghost_norm(*args, **kwargs):
+      del args, kwargs
+      asked.append(path)
+      return path == "ghost"
+
+    monkeypatch.setattr(_common, "prefer_ghost_norm", prefer_ghost_norm)
+    return asked
+
+  return force
+
+
+def _conv_configs(rank, seed):
+  """Four seeded random Conv configurations covering the features.
+
+  Config n is strided (n even) or dilated (n odd: Keras refuses strides > 1
+  together with dilation > 1), grouped for n in (1, 2), biased unless n = 1;
+  paddings as listed; kernel and input sizes random.
+  """
+  rng = np.random.default_rng(seed)
+  paddings = (["valid", "same", "causal", "causal"] if rank == 1 else
+              ["valid", "same", "same", "valid"])
+  max_size = {1: 9, 2: 8, 3: 6}[rank]
+  configs = []
+  for n, padding in enumerate(paddings):
+    groups = 2 if n in (1, 2) else 1
+    varied = [int(v) for v in rng.integers(1, 4 if n % 2 == 0 else 3, rank)]
+    varied[int(rng.integers(rank))] = 2  # At least one axis strided/dilated.
+    ones = [1] * rank
+    configs.append(dict(
+        rank=rank,
+        kwargs=dict(filters=groups * int(rng.integers(1, 4)),
+                    kernel_size=tuple(int(k) for k in rng.integers(2, 4, rank)),
+                    strides=tuple(ones if n % 2 else varied),
+                    dilation_rate=tuple(varied if n % 2 else ones),
+                    groups=groups, padding=padding, use_bias=n != 1,
+                    activation="tanh"),
+        input_shape=tuple(int(m) for m in rng.integers(5, max_size + 1, rank))
+        + (groups * int(rng.integers(1, 3)),)))
+  return configs
+
+
+_CONFIGS = [c for rank in (1, 2, 3) for c in _conv_configs(rank, rank)]
+
+
+def _config_id(config):
+  k = config["kwargs"]
+  return (f"{config['rank']}d-k{k['kernel_size']}-s{k['strides']}"
+          f"-d{k['dilation_rate']}-g{k['groups']}-{k['padding']}"
+          f"-bias{int(k['use_bias'])}-in{config['input_shape']}")
+
+
+@pytest.mark.parametrize("path", ["explicit", "ghost"])
+@pytest.mark.parametrize("config", _CONFIGS, ids=_config_id)
+def test_conv_matches_oracle(config, path, force_path):
+  asked = force_path(path)
+  layer = _CONV_CLASSES[config["rank"]](**config["kwargs"])
+  _assert_matches_oracle(layer, config["input_shape"], seed=0)
+  assert asked == [path], "the rule did not consult prefer_ghost_norm once"
+
+
+@pytest.mark.parametrize("path", ["explicit", "ghost"])
+def test_conv_inside_tf_function(path, force_path):
+  force_path(path)
+  layer = tf.keras.layers.Conv2D(4, 3, strides=2, padding="same",
+                                 activation="tanh")
+  # T = 3 x 2 output positions <= 6 channels: the ghost norm's Gram goes
+  # offset by offset (the random configurations take the im2col branch).
+  _assert_matches_oracle(layer, (5, 4, 6), seed=7, in_function=True)
+
+
+def test_depthwise_inside_tf_function():
+  layer = tf.keras.layers.DepthwiseConv2D(3, dilation_rate=2, padding="same",
+                                          depth_multiplier=2,
+                                          activation="tanh")
+  _assert_matches_oracle(layer, (7, 6, 2), seed=12, in_function=True)
+
+
+def test_conv_with_unknown_spatial_size_inside_tf_function():
+  """Padding from dynamic sizes; T unknown, so the explicit path."""
+  layer = tf.keras.layers.Conv2D(3, 3, strides=2, padding="same",
+                                 activation="tanh")
+  _assert_matches_oracle(layer, (7, 6, 2), seed=13, in_function=True,
+                         spatial_known=False)
+
+
+def test_conv_with_extra_batch_axis():
+  """Leading axes beyond the batch count as output positions."""
+  layer = tf.keras.layers.Conv2D(3, 2, padding="same", activation="tanh")
+  _assert_matches_oracle(layer, (2, 5, 6, 2), seed=8)
+
+
+@pytest.mark.parametrize("kwargs,input_shape", [
+    (dict(kernel_size=3, strides=2, padding="same", depth_multiplier=2),
+     (7, 8, 3)),
+    (dict(kernel_size=(2, 3), dilation_rate=2, padding="valid",
+          use_bias=False), (8, 7, 2)),
+    (dict(kernel_size=(3, 1), strides=3, padding="same", depth_multiplier=3),
+     (6, 9, 2)),
+])
+def test_depthwise_conv2d_matches_oracle(kwargs, input_shape):
+  layer = tf.keras.layers.DepthwiseConv2D(activation="tanh", **kwargs)
+  _assert_matches_oracle(layer, input_shape, seed=9)
+
+
+def test_depthwise_conv1d_matches_oracle():
+  layer = tf.keras.layers.DepthwiseConv1D(3, dilation_rate=2, padding="same",
+                                          depth_multiplier=2,
+                                          activation="tanh")
+  _assert_matches_oracle(layer, (9, 3), seed=10)
+
+
+@pytest.mark.parametrize("make_layer,input_shape", [
+    (lambda: tf.keras.layers.Conv2DTranspose(3, 3, strides=2,
+                                             activation="tanh"), (4, 5, 2)),
+    (lambda: tf.keras.layers.SeparableConv2D(3, 3, depth_multiplier=2,
+                                             activation="tanh"), (6, 5, 2)),
+])
+def test_transpose_and_separable_take_the_exact_fallback(make_layer,
+                                                         input_shape, caplog):
+  layer = make_layer()
+  with caplog.at_level(logging.WARNING):
+    _assert_matches_oracle(layer, input_shape, seed=11)
+  assert layer.name in caplog.text and "exact per-example" in caplog.text
+
+
+def test_channels_first_is_refused_with_reason():
+  model = tf.keras.Sequential([
+      tf.keras.Input((2, 5, 5)),
+      tf.keras.layers.Conv2D(2, 3, data_format="channels_first",
+                             name="nchw_conv"),
+      tf.keras.layers.Flatten(), tf.keras.layers.Dense(3)])
+  x, y = np.zeros((2, 2, 5, 5), np.float32), np.zeros(2, np.int64)
+  with pytest.raises(fallback.UnsupportedLayerError,
+                     match="nchw_conv.*channels_last"):
+    fast.clipped_gradients(model, x, y, _loss(), 1.0)
+
+
+def test_offset_views_match_extract_patches():
+  """The shifted slices are the im2col patches, SAME padding included."""
+  layer = tf.keras.layers.Conv2D(1, (3, 2), strides=(2, 1), padding="same")
+  x = tf.random.stateless_normal([2, 7, 6, 3], seed=[1, 2])
+  z = layer(x)
+  views = conv.kernel_offset_views(layer, x, z)
+  patches = tf.image.extract_patches(x, [1, 3, 2, 1], [1, 2, 1, 1],
+                                     [1, 1, 1, 1], "SAME")
+  expected = tf.reshape(patches, [2, -1, 6, 3])  # offsets row-major, then C
+  np.testing.assert_array_equal(tf.stack(views, axis=2), expected)

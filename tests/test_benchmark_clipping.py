@@ -1,0 +1,52 @@
+"""The clipping benchmark runs end to end on a tiny model and reports."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_benchmark_tiny_run(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.benchmark_clipping",
+       "--models=papernot", "--configs=nonprivate,tfdp", "--batch_size=8",
+       "--steps=2", "--warmup_steps=1", "--width=0.25",
+       f"--results_dir={tmp_path}"],
+      capture_output=True, text=True, cwd=ROOT, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+
+  results = json.loads((tmp_path / "results.json").read_text())
+  rows = {row["config"]: row for row in results["rows"]}
+  assert set(rows) == {"nonprivate", "tfdp"}
+  for row in rows.values():
+    assert row["status"] == "ok", row
+    assert row["model"] == "papernot"
+    assert len(row["step_times_s"]) == 2
+    assert row["seconds_per_step"] > 0 and row["examples_per_s"] > 0
+    assert row["time_ratio"] > 0 and row["memory_ratio"] > 0
+    assert 0 < row["peak_rss_gib"] < 24
+  assert rows["nonprivate"]["time_ratio"] == 1.0
+  assert results["settings"]["batch_size"] == 8
+
+  table = (tmp_path / "results.md").read_text()
+  assert "| papernot | tfdp |" in table
+  assert "time x nonprivate" in table
+  assert "| papernot | tfdp |" in result.stdout
+  assert (tmp_path / "time_ratios.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+
+def test_configuration_out_of_memory_becomes_a_row(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.benchmark_clipping",
+       "--models=papernot", "--configs=nonprivate", "--memory_limit_gib=0.05",
+       f"--results_dir={tmp_path}"],
+      capture_output=True, text=True, cwd=ROOT, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  (row,) = json.loads((tmp_path / "results.json").read_text())["rows"]
+  assert row["status"] == "out of memory (resident > 0.1 GiB)"
+  assert row["seconds_per_step"] is None and row["time_ratio"] is None
+  assert "| papernot | nonprivate | - |" in (tmp_path / "results.md").read_text()
+  assert (tmp_path / "time_ratios.png").exists()

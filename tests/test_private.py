@@ -1,0 +1,135 @@
+"""make_private: model.fit with the fast engine, accumulation, replicas."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests import oracle
+import tfdp
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+LOSS = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True,
+                                                     reduction="none")
+
+
+def _model(regularizer=None):
+  tf.keras.utils.set_random_seed(0)
+  return tf.keras.Sequential([
+      tf.keras.layers.Dense(6, activation="tanh", input_shape=(5,),
+                            kernel_regularizer=regularizer),
+      tf.keras.layers.LayerNormalization(),
+      tf.keras.layers.Dense(3),
+  ])
+
+
+def _data(n=8, seed=0):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(n, 5)).astype(np.float32)
+  return x, (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0.5)
+
+
+def _one_noiseless_step(model, x, y, clip, **private_kwargs):
+  model = tfdp.make_private(model, **private_kwargs)
+  model.compile(optimizer=tfdp.optimizers.DPSGD(
+      learning_rate=1.0, l2_norm_clip=clip, noise_multiplier=0.0,
+      expected_batch_size=len(x)), loss=LOSS)
+  before = [v.numpy() for v in model.trainable_variables]
+  model.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+  return [b - v.numpy() for b, v in zip(before, model.trainable_variables)]
+
+
+@pytest.mark.parametrize("physical_batch_size", [None, 3, 8, 20])
+def test_step_applies_exact_clipped_average(physical_batch_size):
+  x, y = _data()
+  model = _model()
+  expected = oracle.clipped_sum(oracle.per_example_gradients(model, x, y, LOSS),
+                                0.2)
+  change = _one_noiseless_step(model, x, y, 0.2,
+                               physical_batch_size=physical_batch_size)
+  oracle.assert_gradients_close(change, [e / len(x) for e in expected], 1e-5)
+
+
+def test_weight_regularizer_is_added_after_clipping_unclipped():
+  x, y = _data()
+  model = _model(regularizer=tf.keras.regularizers.L2(0.5))
+  data_loss = oracle.clipped_sum(
+      oracle.per_example_gradients(model, x, y, LOSS), 0.2)
+  kernel = model.layers[0].kernel.numpy()
+  change = _one_noiseless_step(model, x, y, 0.2)
+  expected = [e / len(x) for e in data_loss]
+  expected[0] = expected[0] + 2 * 0.5 * kernel
+  oracle.assert_gradients_close(change, expected, 1e-5)
+
+
+def test_fit_with_validation_metrics_and_poisson_batches():
+  x, y = _data(n=512)
+  batches = tfdp.data.poisson_batches(x, y, 64, seed=0)
+  model = tfdp.make_private(_model())
+  model.compile(optimizer=tfdp.optimizers.DPAdam(
+      learning_rate=0.05, l2_norm_clip=1.0, noise_multiplier=0.5,
+      expected_batch_size=64), loss=LOSS, metrics=["accuracy"])
+  history = model.fit(batches.dataset, epochs=5,
+                      validation_data=_data(n=256, seed=1), verbose=0)
+  assert history.history["val_accuracy"][-1] > 0.75
+  assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+def test_non_private_optimizer_is_refused():
+  model = tfdp.make_private(_model())
+  model.compile(optimizer="sgd", loss=LOSS)
+  with pytest.raises(ValueError, match="DP optimizer"):
+    model.fit(*_data(), verbose=0)
+
+
+def test_batch_norm_is_refused_at_make_private():
+  model = tf.keras.Sequential([tf.keras.layers.Dense(3, input_shape=(5,)),
+                               tf.keras.layers.BatchNormalization()])
+  with pytest.raises(tfdp.clipping.UnsupportedLayerError,
+                     match="BatchNormalization"):
+    tfdp.make_private(model)
+
+
+def test_activity_regularizer_is_refused():
+  model = tf.keras.Sequential([tf.keras.layers.Dense(
+      3, input_shape=(5,), activity_regularizer="l2")])
+  with pytest.raises(ValueError, match="activity_regularizer"):
+    tfdp.make_private(model)
+
+
+def test_bad_physical_batch_size_is_named():
+  with pytest.raises(ValueError, match="physical_batch_size"):
+    tfdp.make_private(_model(), physical_batch_size=0)
+
+
+def test_mirrored_strategy_matches_one_device_and_adds_noise_once():
+  result = subprocess.run(
+      [sys.executable, str(ROOT / "tests" / "mirrored_check.py"), str(ROOT)],
+      capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(result.stdout.strip().splitlines()[-1])
+  assert report["replicas"] == 2
+  assert report["mirrored_relative_error"] < 1e-5
+  assert report["single_relative_error"] < 1e-5
+  n, expected = report["noise_size"], report["expected_std"]
+  # Noise drawn on each of the 2 replicas would give sqrt(2) * sigma * C.
+  assert abs(report["noise_std"] - expected) < 5 * expected / np.sqrt(2 * n)
+  assert abs(report["noise_mean"]) < 5 * expected / np.sqrt(n)
+
+
+def test_train_step_compiles_with_xla():
+  x, y = _data()
+  model = tfdp.make_private(_model())
+  expected = oracle.clipped_sum(oracle.per_example_gradients(model, x, y, LOSS),
+                                0.2)
+  model.compile(optimizer=tfdp.optimizers.DPSGD(
+      learning_rate=1.0, l2_norm_clip=0.2, noise_multiplier=0.0,
+      expected_batch_size=len(x)), loss=LOSS, jit_compile=True)
+  before = [v.numpy() for v in model.trainable_variables]
+  model.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+  change = [b - v.numpy() for b, v in zip(before, model.trainable_variables)]
+  oracle.assert_gradients_close(change, [e / len(x) for e in expected], 1e-5)

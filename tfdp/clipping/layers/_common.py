@@ -1,0 +1,110 @@
+"""Helpers shared by the layer rules."""
+
+from typing import Any, Callable, List, Sequence, Tuple
+
+import tensorflow as tf
+
+from tfdp.clipping.registry import LayerGradients
+
+# Materialised per-example gradients above this size (bytes) make the ghost
+# norm preferable even where it costs more arithmetic.
+EXPLICIT_MEMORY_LIMIT_BYTES = 256 * 2**20
+
+
+def per_example_squared_norm(per_example: tf.Tensor) -> tf.Tensor:
+  """sum over all but the first axis of g^2: shape [B]."""
+  flat = tf.reshape(per_example, [tf.shape(per_example)[0], -1])
+  return tf.reduce_sum(tf.square(flat), axis=1)
+
+
+def weighted_batch_sum(factors: tf.Tensor, per_example: tf.Tensor) -> tf.Tensor:
+  """sum_i c_i g_i for materialised g (shape [B, ...])."""
+  return tf.tensordot(tf.cast(factors, per_example.dtype), per_example, axes=1)
+
+
+def from_per_example(variables: Sequence[tf.Variable],
+                     per_example: Sequence[tf.Tensor]) -> LayerGradients:
+  """`LayerGradients` from materialised per-example gradients.
+
+  ||g_i||^2 = sum_v ||g_i(v)||^2 and sum_i c_i g_i is one weighted reduction
+  per variable (no second weight-gradient pass).
+  """
+  per_example = list(per_example)
+  squared = tf.add_n([per_example_squared_norm(g) for g in per_example])
+  return LayerGradients(
+      variables=list(variables),
+      squared_norms=squared,
+      weighted_sum=lambda c: [weighted_batch_sum(c, g) for g in per_example])
+
+
+def call_without_activation(layer: tf.keras.layers.Layer, call: Callable,
+                            args, kwargs) -> Tuple[tf.Tensor, Any]:
+  """Runs `call` with the layer's activation switched off.
+
+  Returns (z, activation(z)): the pre-activation output, whose gradient the
+  rules need, and the layer's real output.
+  """
+  activation = layer.activation
+  object.__setattr__(layer, "activation", tf.keras.activations.linear)
+  try:
+    z = call(*args, **kwargs)
+  finally:
+    object.__setattr__(layer, "activation", activation)
+  return z, activation(z)
+
+
+def prefer_ghost_norm(positions: int, input_dim: int, output_dim: int,
+                      batch_size_hint: int = 128, groups: int = 1) -> bool:
+  """Mixed ghost clipping's choice for a linear map with T output positions.
+
+  The ghost norm costs ~ B T^2 (D + p) and the explicit per-example gradient
+  ~ B T D p (memory B D p); the cheaper wins, unless the explicit gradients
+  would not fit in `EXPLICIT_MEMORY_LIMIT_BYTES` for a batch of
+  `batch_size_hint`. D and p are per group.
+  """
+  ghost_cost = positions * positions * (input_dim + output_dim)
+  explicit_cost = positions * input_dim * output_dim
+  explicit_bytes = 4 * batch_size_hint * groups * input_dim * output_dim
+  return (ghost_cost < explicit_cost or
+          explicit_bytes > EXPLICIT_MEMORY_LIMIT_BYTES)
+
+
+def ghost_squared_norms(activations: tf.Tensor,
+                        output_gradients: tf.Tensor) -> tf.Tensor:
+  """||sum_t a_t^T d_t||_F^2 = sum_{t,s} (a_t . a_s)(d_t . d_s), per example.
+
+  Args:
+    activations: [B, T, D].
+    output_gradients: [B, T, p].
+
+  Returns:
+    Shape [B], without forming the [B, D, p] per-example gradients.
+  """
+  activation_gram = tf.matmul(activations, activations, transpose_b=True)
+  gradient_gram = tf.matmul(output_gradients, output_gradients,
+                            transpose_b=True)
+  return tf.reduce_sum(activation_gram * gradient_gram, axis=[1, 2])
+
+
+def weight_vjp(linear_fn: Callable[[], tf.Tensor],
+               variables: Sequence[tf.Variable],
+               output_gradient: tf.Tensor) -> List[tf.Tensor]:
+  """The layer's ordinary weight gradient for the given output gradient.
+
+  With output_gradient = c . delta this is sum_i c_i g_i: book-keeping
+  reuses the layer's own (fast) weight-gradient kernel. Inside tf.function
+  the recomputed forward is dead code and is pruned; only the
+  weight-gradient ops run.
+  """
+  with tf.GradientTape(watch_accessed_variables=False) as tape:
+    tape.watch(variables)
+    z = linear_fn()
+  return tape.gradient(z, list(variables), output_gradients=output_gradient,
+                       unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+
+def scale_examples(factors: tf.Tensor, tensor: tf.Tensor) -> tf.Tensor:
+  """c_i * tensor[i] for a batch-major tensor of any rank."""
+  shape = tf.concat([tf.shape(factors), tf.ones([tf.rank(tensor) - 1],
+                                                tf.int32)], 0)
+  return tensor * tf.cast(tf.reshape(factors, shape), tensor.dtype)

@@ -1,0 +1,223 @@
+"""Clipping rule for Conv1D, Conv2D and Conv3D layers.
+
+Also home of what the depthwise rule shares: the refusal of channels_first
+(`check_channels_last`).
+"""
+
+import itertools
+from typing import List, Sequence
+
+import tensorflow as tf
+
+from tfdp.clipping import registry
+from tfdp.clipping.layers import _common
+from tfdp.clipping.layers import fallback
+
+# Conv1D/2D/3D all inherit these from Keras' base `Conv`: a subclass that
+# overrides either (Conv*Transpose, SeparableConv*, a weight-standardised
+# convolution...) computes something this rule does not describe.
+_CONV_METHODS = ("call", "convolution_op")
+
+
+def check_channels_last(layer: tf.keras.layers.Layer) -> None:
+  """Refuses `data_format="channels_first"` (the rules index channels last).
+
+  Raises:
+    fallback.UnsupportedLayerError: for a channels_first layer.
+  """
+  if layer.data_format != "channels_last":
+    raise fallback.UnsupportedLayerError(
+        f"Layer '{layer.name}' ({type(layer).__name__}) uses "
+        f"data_format='{layer.data_format}'. The per-example clipping rule "
+        "for convolutions reads the channels from the last axis; build the "
+        "layer with data_format='channels_last' (TensorFlow's CPU "
+        "convolutions require it as well).")
+
+
+def _size(tensor: tf.Tensor, axis: int):
+  """The static length of an axis if known, else the dynamic one."""
+  static = tensor.shape[axis]
+  return int(static) if static is not None else tf.shape(tensor)[axis]
+
+
+def _non_negative(value):
+  return max(value, 0) if isinstance(value, int) else tf.maximum(value, 0)
+
+
+def kernel_offset_views(layer: tf.keras.layers.Layer, inputs: tf.Tensor,
+                        output_gradient: tf.Tensor) -> List[tf.Tensor]:
+  """The input seen by each kernel offset at each output position.
+
+  For a convolution of rank r with kernel size k, strides s, dilation d and
+  padded input x_pad, kernel offset j = (j_1..j_r) multiplies, at output
+  position t = (t_1..t_r), the input x_pad[t s + j d] (per axis). Hence the
+  view of offset j is the strided slice x_pad[j d : j d + (n-1) s + 1 : s]
+  over the n output positions of each axis. Padding is TensorFlow's:
+
+    valid:  none;
+    same:   total = max((n-1) s + (k-1) d + 1 - m, 0) for m input positions,
+            total // 2 before and the rest after;
+    causal: (k-1) d before (Conv1D).
+
+  No im2col (`tf.image.extract_patches` is slow on CPU): k^r strided slices.
+  Leading batch axes beyond the first, if any, count as positions.
+
+  Args:
+    layer: a Conv or DepthwiseConv layer (reads kernel_size, strides,
+      dilation_rate, padding, rank), channels last.
+    inputs: the layer's input, [B, ..., m_1..m_r, C].
+    output_gradient: dL/dz, [B, ..., n_1..n_r, C_out] (for the n's).
+
+  Returns:
+    k_1 ... k_r tensors [B, T, C] (T = prod n), offsets in row-major order,
+    the order of the kernel's leading axes.
+  """
+  rank = layer.rank
+  spatial = range(inputs.shape.rank - 1 - rank, inputs.shape.rank - 1)
+  paddings = [[0, 0]] * inputs.shape.rank
+  stops = []
+  for axis, k, s, d in zip(spatial, layer.kernel_size, layer.strides,
+                           layer.dilation_rate):
+    in_size, out_size = _size(inputs, axis), _size(output_gradient, axis)
+    span = (out_size - 1) * s + 1  # Input positions one offset covers.
+    needed = span + (k - 1) * d  # Padded input positions all offsets cover.
+    if layer.padding == "same":
+      before = _non_negative(needed - in_size) // 2
+    elif layer.padding == "causal":
+      before = (k - 1) * d
+    else:
+      before = 0
+    paddings[axis] = [before, _non_negative(needed - before - in_size)]
+    stops.append(span)
+  padded = tf.pad(inputs, paddings)
+  # [B, T, C] with T static where it can be (the batch size may not be).
+  shape = [tf.shape(inputs)[0], static_positions(output_gradient) or -1,
+           inputs.shape[-1]]
+  views = []
+  for offset in itertools.product(*[range(k) for k in layer.kernel_size]):
+    index = [Ellipsis]
+    for j, d, s, span in zip(offset, layer.dilation_rate, layer.strides,
+                             stops):
+      index.append(slice(j * d, j * d + span, s))
+    index.append(slice(None))
+    views.append(tf.reshape(padded[tuple(index)], shape))
+  return views
+
+
+def static_positions(output_gradient: tf.Tensor) -> int:
+  """T, the number of output positions per example, or 0 if not static."""
+  dims = output_gradient.shape[1:-1]
+  return dims.num_elements() or 0
+
+
+def _group_major(tensor: tf.Tensor, groups: int) -> tf.Tensor:
+  """[B, T, g n] -> [B, g, T, n]: groups become a batch axis of matmuls.
+
+  Channel c belongs to group c // n, as in Keras' grouped convolution. With
+  g = 1 the transpose only moves a length-1 axis (no data movement).
+  """
+  positions = tensor.shape[1] if tensor.shape[1] is not None else -1
+  tensor = tf.reshape(tensor, [tf.shape(tensor)[0], positions, groups,
+                               tensor.shape[-1] // groups])
+  return tf.transpose(tensor, [0, 2, 1, 3])
+
+
+def _patch_gram(views: Sequence[tf.Tensor]) -> tf.Tensor:
+  """The Gram matrix of the patches, A A^T = sum_j a_j a_j^T.
+
+  Args:
+    views: k^r tensors [B, g, T, n], the input seen by each kernel offset j.
+
+  Returns:
+    [B, g, T, T]. For T <= n, offset by offset (memory k^r B g T^2, at most
+    that of the patches; measured faster there); otherwise one matmul of the
+    concatenated patches [B, g, T, k^r n].
+  """
+  if views[0].shape[2] is not None and views[0].shape[2] <= views[0].shape[3]:
+    return tf.add_n([tf.matmul(view, view, transpose_b=True)
+                     for view in views])
+  patches = tf.concat(views, axis=-1)
+  return tf.matmul(patches, patches, transpose_b=True)
+
+
+@registry.register(tf.keras.layers.Conv1D, tf.keras.layers.Conv2D,
+                   tf.keras.layers.Conv3D)
+class ConvRule(registry.LayerRule):
+  """z_{i,t} = sum_j a_{i,t,j} W_j + b, a convolution as a linear map.
+
+  For output position t (t = 1..T) and kernel offset j, a_{i,t,j} is the
+  input that offset j sees at t (`kernel_offset_views`), W_j the kernel's
+  [C_in/g, C_out] slice at j. With g groups, output channel o reads only
+  group o // p of the input channels (p = C_out/g), so per group the layer is
+  a Dense map of the patch a_{i,t,g} (size D = k^r C_in/g) to p outputs, and
+
+    g_i(W_g) = sum_t a_{i,t,g}^T delta_{i,t,g},   g_i(b) = sum_t delta_{i,t}.
+
+  Per layer the cheaper of (mixed ghost clipping, `_common.prefer_ghost_norm`)
+
+    explicit: G_i[j] = sum_t a_{i,t,j}^T delta_{i,t} per offset and group
+      (cost B T D p, memory B D p g); norms and sum_i c_i G_i from them;
+    ghost norm: ||g_i(W)||^2 = sum_g sum_{t,s} (a_{i,t,g} . a_{i,s,g})
+      (delta_{i,t,g} . delta_{i,s,g}) (cost B T^2 (D + p) g); the clipped sum
+      is then the layer's own filter gradient for the output gradient
+      c . delta (book-keeping: one weight-gradient pass, no per-example
+      gradients).
+
+  z is the layer's own call with the activation off, so padding, causal
+  padding, dilation and groups are exactly Keras's. Subclasses that override
+  `call` or `convolution_op` (Conv*Transpose, SeparableConv*) take the exact
+  fall-back instead, with a warning.
+  """
+
+  def applies_to(self, layer):
+    return all(getattr(type(layer), name) is getattr(tf.keras.layers.Conv2D,
+                                                     name)
+               for name in _CONV_METHODS)
+
+  def forward(self, layer, call, args, kwargs):
+    check_channels_last(layer)
+    z, outputs = _common.call_without_activation(layer, call, args, kwargs)
+    return outputs, registry.Tap(layer, self, z, {
+        "call": call, "args": args, "kwargs": kwargs})
+
+  def gradients(self, tap, output_gradient):
+    layer = tap.layer
+    call, args, kwargs = (tap.saved["call"], tap.saved["args"],
+                          tap.saved["kwargs"])
+    inputs = tf.cast(args[0], output_gradient.dtype)
+    batch, groups, filters = tf.shape(inputs)[0], layer.groups, layer.filters
+    variables = [layer.kernel] + ([layer.bias] if layer.use_bias else [])
+    # a_{i,t,j,g}: k^r tensors [B, g, T, C_in/g]; delta_{i,t,g}: [B, g, T, p].
+    views = [_group_major(view, groups)
+             for view in kernel_offset_views(layer, inputs, output_gradient)]
+    positions = static_positions(output_gradient)
+    deltas = _group_major(tf.reshape(output_gradient,
+                                     [batch, positions or -1, filters]), groups)
+    bias_per_example = ([tf.reduce_sum(output_gradient, axis=list(
+        range(1, output_gradient.shape.rank - 1)))] if layer.use_bias else [])
+    input_dim = int(layer.kernel.shape[:-1].num_elements())
+    if not positions or not _common.prefer_ghost_norm(
+        positions, input_dim, filters // groups, groups=groups):
+      # G_i[j, g] = a_{i,.,j,g}^T delta_{i,.,g}: one batched matmul per
+      # offset, [B, k^r, g, C_in/g, p] -> the kernel's (*k, C_in/g, C_out)
+      # with output channel o = g p + q.
+      per_offset = tf.stack([tf.matmul(view, deltas, transpose_a=True)
+                             for view in views], axis=1)
+      kernel_per_example = tf.reshape(
+          tf.transpose(per_offset, [0, 1, 3, 2, 4]),
+          tf.concat([[batch], tf.shape(layer.kernel)], 0))
+      return _common.from_per_example(variables,
+                                      [kernel_per_example] + bias_per_example)
+    activation_gram = _patch_gram(views)
+    gradient_gram = tf.matmul(deltas, deltas, transpose_b=True)
+    squared = tf.reduce_sum(activation_gram * gradient_gram, axis=[1, 2, 3])
+    if bias_per_example:
+      squared += _common.per_example_squared_norm(bias_per_example[0])
+
+    def weighted_sum(factors):
+      return _common.weight_vjp(
+          lambda: _common.call_without_activation(layer, call, args,
+                                                  kwargs)[0],
+          variables, _common.scale_examples(factors, output_gradient))
+
+    return registry.LayerGradients(variables, squared, weighted_sum)

@@ -1,0 +1,154 @@
+"""`make_private`: fast DP-SGD for any Keras model in `model.fit`.
+
+`make_private(model)` replaces the model's `train_step` with one that
+computes per-example clipped gradients with the fast engine
+(`tfdp.clipping.fast`), adds noise once through the model's DP optimizer, and
+applies them. The DP parameters (clip norm, noise, expected batch size) live
+in the optimizer, as for the plain path; `make_private` only chooses the
+engine and the physical batch size.
+"""
+
+import types
+from typing import Optional
+
+import tensorflow as tf
+
+from tfdp import _validation
+from tfdp import optimizers
+from tfdp.clipping import fast
+
+
+def make_private(model: tf.keras.Model,
+                 *,
+                 physical_batch_size: Optional[int] = None) -> tf.keras.Model:
+  """Makes `model.fit` train with fast per-example clipping.
+
+  Compile the returned model with a DP optimizer (e.g.
+  `tfdp.optimizers.DPSGD`) and a loss with `reduction=NONE`. Each training
+  step then computes S = sum_i min(1, C/||g_i||) g_i over the batch from one
+  forward and one backward pass, releases (S + N(0, (sigma C)^2 I)) / B
+  through the optimizer, and applies it.
+
+  Args:
+    model: a Keras model. Checked here: no trainable BatchNormalization, and
+      no trainable variables outside layers. Layers without a clipping rule
+      use the exact per-layer fall-back (with a warning).
+    physical_batch_size: if set, each (logical) batch is processed in chunks
+      of at most this many examples whose clipped sums are accumulated before
+      the noise is added once: gradient accumulation, for logical batches
+      larger than memory allows. The optimizer's `expected_batch_size` is the
+      logical batch size.
+
+  Returns:
+    The same model object, with its `train_step` replaced.
+
+  Raises:
+    UnsupportedLayerError: if the model cannot be trained privately as is.
+
+  Example:
+    >>> model = tfdp.make_private(tf.keras.Sequential([
+    ...     tf.keras.layers.Conv2D(8, 3, activation="tanh",
+    ...                            input_shape=(8, 8, 1)),
+    ...     tf.keras.layers.Flatten(), tf.keras.layers.Dense(10)]))
+    >>> model.compile(
+    ...     optimizer=tfdp.optimizers.DPSGD(
+    ...         learning_rate=0.5, l2_norm_clip=1.0, noise_multiplier=1.1,
+    ...         expected_batch_size=64),
+    ...     loss=tf.keras.losses.SparseCategoricalCrossentropy(
+    ...         from_logits=True, reduction="none"))
+  """
+  if not isinstance(model, tf.keras.Model):
+    raise ValueError(f"model must be a tf.keras.Model, got {model!r}")
+  if physical_batch_size is not None:
+    _validation.check_positive_int("physical_batch_size", physical_batch_size)
+  fast.tapped_layers(model)
+  _check_no_activity_regularizers(model)
+  object.__setattr__(model, "_tfdp_physical_batch_size", physical_batch_size)
+  model.train_step = types.MethodType(_private_train_step, model)
+  return model
+
+
+def is_private(model: tf.keras.Model) -> bool:
+  """True if `make_private` was applied to this model."""
+  return hasattr(model, "_tfdp_physical_batch_size")
+
+
+def _check_no_activity_regularizers(model: tf.keras.Model) -> None:
+  for layer in model.submodules:
+    if getattr(layer, "activity_regularizer", None) is not None:
+      raise ValueError(
+          f"Layer '{layer.name}' has an activity_regularizer: its penalty "
+          "depends on the batch's data and would be added outside per-example "
+          "clipping, which is not private. Remove it or add the penalty to "
+          "the per-example loss.")
+
+
+def _clipped_sum(model, x, y, sample_weight, l2_norm_clip):
+  """The engine on one chunk; the compiled loss updates the loss metric."""
+
+  def loss_fn(y_true, y_pred):
+    return model.compiled_loss(y_true, y_pred, sample_weight)
+
+  return fast.clipped_gradients(model, x, y, loss_fn, l2_norm_clip,
+                                return_predictions=True)
+
+
+def _accumulated_clipped_sum(model, x, y, sample_weight, l2_norm_clip,
+                             physical_batch_size):
+  """Clipped sum of a logical batch, in chunks of `physical_batch_size`."""
+  batch = tf.shape(tf.nest.flatten(x)[0])[0]
+  chunks = (batch + physical_batch_size - 1) // physical_batch_size
+
+  def chunk(tensors, index):
+    start = index * physical_batch_size
+    return tf.nest.map_structure(
+        lambda t: t[start:start + physical_batch_size], tensors)
+
+  def body(index, sums, predictions):
+    result, chunk_predictions = _clipped_sum(
+        model, chunk(x, index), chunk(y, index),
+        None if sample_weight is None else chunk(sample_weight, index),
+        l2_norm_clip)
+    sums = [s + g for s, g in zip(sums, result.gradient_sum)]
+    return index + 1, sums, predictions.write(index, chunk_predictions)
+
+  initial_sums = [tf.zeros_like(v) for v in model.trainable_variables]
+  predictions = tf.TensorArray(model.outputs[0].dtype if model.outputs else
+                               tf.float32, size=chunks, infer_shape=False)
+  _, sums, predictions = tf.while_loop(
+      lambda index, *_: index < chunks, body,
+      (tf.constant(0), initial_sums, predictions))
+  return sums, predictions.concat()
+
+
+def _private_train_step(self, data):
+  """Keras train_step: fast clipping, noise once, apply, update metrics."""
+  x, y, sample_weight = tf.keras.utils.unpack_x_y_sample_weight(data)
+  optimizer = self.optimizer
+  if not optimizers.is_dp_optimizer(optimizer):
+    raise ValueError(
+        "A model passed to tfdp.make_private must be compiled with a DP "
+        f"optimizer (got {type(optimizer).__name__}): training it would not "
+        "be private. Use e.g. tfdp.optimizers.DPSGD(..., l2_norm_clip=..., "
+        "noise_multiplier=..., expected_batch_size=...), or "
+        "tfdp.optimizers.make_dp_optimizer(your_optimizer, ...).")
+  physical = self._tfdp_physical_batch_size  # pylint: disable=protected-access
+  if physical is None:
+    result, predictions = _clipped_sum(self, x, y, sample_weight,
+                                       optimizer.l2_norm_clip)
+    clipped_sum = result.gradient_sum
+  else:
+    clipped_sum, predictions = _accumulated_clipped_sum(
+        self, x, y, sample_weight, optimizer.l2_norm_clip, physical)
+  gradients = optimizer.noisy_average(clipped_sum)
+  if self.losses:
+    # Weight regularisers do not depend on the data: their gradient is added
+    # after the noise, unclipped, at no privacy cost.
+    with tf.GradientTape() as tape:
+      penalty = tf.add_n(self.losses)
+    regularization = tape.gradient(
+        penalty, self.trainable_variables,
+        unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    gradients = [g + r for g, r in zip(gradients, regularization)]
+  optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+  return self.compute_metrics(x, y, predictions, sample_weight)

@@ -14,9 +14,11 @@ does with g~ is post-processing.
 
 Any `tf.keras.optimizers.Optimizer` subclass becomes private with
 `dp_optimizer_class`; `DPSGD`, `DPAdam`, `DPRMSprop` and `DPAdagrad` are ready
-made. Compiled into a plain Keras model, the optimizer computes per-example
-gradients from the loss vector Keras hands it, so the loss must not reduce
-over the batch (`reduction=NONE`).
+made. In a model wrapped by `tfdp.make_private`, the model's train step
+computes the clipped sum with the fast engine and calls `noisy_average`.
+Compiled into a plain Keras model, the optimizer instead computes exact
+per-example gradients from the loss vector Keras hands it (slow; it warns
+once), so the loss must not reduce over the batch (`reduction=NONE`).
 
 Example:
   >>> model = tf.keras.Sequential([tf.keras.layers.Dense(2)])
@@ -30,6 +32,7 @@ Example:
 
 from typing import Dict, List, Sequence, Type
 
+from absl import logging
 import tensorflow as tf
 
 from tfdp import _validation
@@ -64,6 +67,7 @@ class DPOptimizerMixin:
         "noise_multiplier", noise_multiplier)
     self.expected_batch_size = _validation.check_positive_int(
         "expected_batch_size", expected_batch_size)
+    self._warned_exact_path = False
 
   def noisy_average(self, clipped_sum: Sequence[tf.Tensor]) -> List[tf.Tensor]:
     """Adds N(0, (sigma C)^2) to each clipped sum and divides by B.
@@ -97,6 +101,13 @@ class DPOptimizerMixin:
           f"(got loss={loss!r}, tape={tape!r}).")
     if callable(var_list):
       var_list = var_list()
+    if not self._warned_exact_path:
+      self._warned_exact_path = True
+      logging.warning(
+          "tfdp: %s is computing per-example gradients with the exact "
+          "Jacobian path (slow, memory ~ batch x parameters). Wrap the model "
+          "with tfdp.make_private(model) before compile for the fast "
+          "per-example clipping engine.", type(self).__name__)
     result = clipping.clipped_sum_from_tape(tape, loss, var_list,
                                             self.l2_norm_clip)
     return list(zip(self.noisy_average(result.gradient_sum), var_list))

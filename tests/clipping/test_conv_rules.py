@@ -205,7 +205,7 @@ def test_offset_views_match_extract_patches():
   layer = tf.keras.layers.Conv2D(1, (3, 2), strides=(2, 1), padding="same")
   x = tf.random.stateless_normal([2, 7, 6, 3], seed=[1, 2])
   z = layer(x)
-  views = conv.kernel_offset_views(layer, x, z)
+  views = list(conv.kernel_offset_views(layer, x, z))
   patches = tf.image.extract_patches(x, [1, 3, 2, 1], [1, 2, 1, 1],
                                      [1, 1, 1, 1], "SAME")
   expected = tf.reshape(patches, [2, -1, 6, 3])  # offsets row-major, then C

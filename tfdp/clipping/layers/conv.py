@@ -5,7 +5,7 @@ Also home of what the depthwise rule shares: the refusal of channels_first
 """
 
 import itertools
-from typing import List, Sequence
+from typing import Callable, Iterator, List
 
 import tensorflow as tf
 
@@ -45,7 +45,7 @@ def _non_negative(value):
 
 
 def kernel_offset_views(layer: tf.keras.layers.Layer, inputs: tf.Tensor,
-                        output_gradient: tf.Tensor) -> List[tf.Tensor]:
+                        output_gradient: tf.Tensor) -> Iterator[tf.Tensor]:
   """The input seen by each kernel offset at each output position.
 
   For a convolution of rank r with kernel size k, strides s, dilation d and
@@ -68,9 +68,11 @@ def kernel_offset_views(layer: tf.keras.layers.Layer, inputs: tf.Tensor,
     inputs: the layer's input, [B, ..., m_1..m_r, C].
     output_gradient: dL/dz, [B, ..., n_1..n_r, C_out] (for the n's).
 
-  Returns:
+  Yields:
     k_1 ... k_r tensors [B, T, C] (T = prod n), offsets in row-major order,
-    the order of the kernel's leading axes.
+    the order of the kernel's leading axes. Each slice op is created when
+    its view is requested, so a consumer can chain them (`chained`) and keep
+    one view in memory at a time instead of all k^r.
   """
   rank = layer.rank
   spatial = range(inputs.shape.rank - 1 - rank, inputs.shape.rank - 1)
@@ -93,15 +95,30 @@ def kernel_offset_views(layer: tf.keras.layers.Layer, inputs: tf.Tensor,
   # [B, T, C] with T static where it can be (the batch size may not be).
   shape = [tf.shape(inputs)[0], static_positions(output_gradient) or -1,
            inputs.shape[-1]]
-  views = []
   for offset in itertools.product(*[range(k) for k in layer.kernel_size]):
     index = [Ellipsis]
     for j, d, s, span in zip(offset, layer.dilation_rate, layer.strides,
                              stops):
       index.append(slice(j * d, j * d + span, s))
     index.append(slice(None))
-    views.append(tf.reshape(padded[tuple(index)], shape))
-  return views
+    yield tf.reshape(padded[tuple(index)], shape)
+
+
+def chained(views: Iterator[tf.Tensor],
+            consume: Callable[[tf.Tensor], tf.Tensor]) -> List[tf.Tensor]:
+  """[consume(v) for v in views], each view made after the previous result.
+
+  Without the control dependencies TensorFlow's executor is free to make all
+  k^r views (each the size of the layer's input) before consuming any, which
+  multiplies the step's peak memory.
+  """
+  results = []
+  while True:
+    with tf.control_dependencies(results[-1:]):
+      view = next(views, None)
+      if view is None:
+        return results
+      results.append(consume(view))
 
 
 def static_positions(output_gradient: tf.Tensor) -> int:
@@ -122,7 +139,7 @@ def _group_major(tensor: tf.Tensor, groups: int) -> tf.Tensor:
   return tf.transpose(tensor, [0, 2, 1, 3])
 
 
-def _patch_gram(views: Sequence[tf.Tensor]) -> tf.Tensor:
+def _patch_gram(views: Iterator[tf.Tensor]) -> tf.Tensor:
   """The Gram matrix of the patches, A A^T = sum_j a_j a_j^T.
 
   Args:
@@ -133,10 +150,12 @@ def _patch_gram(views: Sequence[tf.Tensor]) -> tf.Tensor:
     that of the patches; measured faster there); otherwise one matmul of the
     concatenated patches [B, g, T, k^r n].
   """
-  if views[0].shape[2] is not None and views[0].shape[2] <= views[0].shape[3]:
-    return tf.add_n([tf.matmul(view, view, transpose_b=True)
-                     for view in views])
-  patches = tf.concat(views, axis=-1)
+  first = next(views)
+  if first.shape[2] is not None and first.shape[2] <= first.shape[3]:
+    return tf.add_n(chained(itertools.chain([first], views),
+                            lambda view: tf.matmul(view, view,
+                                                   transpose_b=True)))
+  patches = tf.concat([first] + list(views), axis=-1)
   return tf.matmul(patches, patches, transpose_b=True)
 
 
@@ -188,8 +207,8 @@ class ConvRule(registry.LayerRule):
     batch, groups, filters = tf.shape(inputs)[0], layer.groups, layer.filters
     variables = [layer.kernel] + ([layer.bias] if layer.use_bias else [])
     # a_{i,t,j,g}: k^r tensors [B, g, T, C_in/g]; delta_{i,t,g}: [B, g, T, p].
-    views = [_group_major(view, groups)
-             for view in kernel_offset_views(layer, inputs, output_gradient)]
+    views = (_group_major(view, groups)
+             for view in kernel_offset_views(layer, inputs, output_gradient))
     positions = static_positions(output_gradient)
     deltas = _group_major(tf.reshape(output_gradient,
                                      [batch, positions or -1, filters]), groups)
@@ -201,8 +220,9 @@ class ConvRule(registry.LayerRule):
       # G_i[j, g] = a_{i,.,j,g}^T delta_{i,.,g}: one batched matmul per
       # offset, [B, k^r, g, C_in/g, p] -> the kernel's (*k, C_in/g, C_out)
       # with output channel o = g p + q.
-      per_offset = tf.stack([tf.matmul(view, deltas, transpose_a=True)
-                             for view in views], axis=1)
+      per_offset = tf.stack(chained(
+          views, lambda view: tf.matmul(view, deltas, transpose_a=True)),
+                            axis=1)
       kernel_per_example = tf.reshape(
           tf.transpose(per_offset, [0, 1, 3, 2, 4]),
           tf.concat([[batch], tf.shape(layer.kernel)], 0))

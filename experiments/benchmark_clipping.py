@@ -13,7 +13,8 @@ Configurations:
   tfp_microbatch  TF Privacy's DPKerasSGDOptimizer with one microbatch per
                   example (a legacy Keras optimizer).
   tfp_fast        TF Privacy's DPModel with its fast-clipping layer registry
-                  (rules for Dense and Embedding only).
+                  (rules for Dense and Embedding only), without XLA.
+  tfp_fast_xla    the same with XLA, DPModel's default (use_xla=True).
 
   python -m experiments.benchmark_clipping
   python -m experiments.benchmark_clipping --models=papernot \
@@ -21,6 +22,7 @@ Configurations:
   python -m experiments.benchmark_clipping --skip_slow_baselines --profile
 """
 
+import functools
 import json
 import os
 import pathlib
@@ -47,8 +49,9 @@ _MODELS = {
     "resnet18": lambda width: tfdp.models.resnet18(width=width),
     "wrn16_4": lambda width: tfdp.models.wide_resnet(16, 4 * width),
 }
-_CONFIGS = ("nonprivate", "tfdp", "tfp_microbatch", "tfp_fast")
-_SLOW_BASELINES = ("tfp_microbatch", "tfp_fast")
+_CONFIGS = ("nonprivate", "tfdp", "tfp_microbatch", "tfp_fast",
+            "tfp_fast_xla")
+_SLOW_BASELINES = ("tfp_microbatch", "tfp_fast", "tfp_fast_xla")
 _PROFILE = "profile"  # --child=MODEL:profile runs `_profile`.
 _L2_NORM_CLIP = 1.0
 _NOISE_MULTIPLIER = 1.0
@@ -65,15 +68,19 @@ BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Batch size.")
 STEPS = flags.DEFINE_integer("steps", 20, "Timed training steps.")
 SLOW_BASELINE_STEPS = flags.DEFINE_integer(
     "slow_baseline_steps", 5,
-    "Timed steps for tfp_microbatch and tfp_fast (which can take ~10 s per "
+    "Timed steps for the TF Privacy baselines (which can take a minute per "
     "step); at most --steps.")
 WARMUP_STEPS = flags.DEFINE_integer(
     "warmup_steps", 3, "Untimed steps first (tracing, first allocations).")
+ROUNDS = flags.DEFINE_integer(
+    "rounds", 1, "Measure every configuration this many times, in turn, and "
+    "keep each one's fastest run: other processes only ever add time. "
+    "The slow baselines run once.")
 WIDTH = flags.DEFINE_float(
     "width", 1.0, "Multiplies the models' channel counts (1.0: published "
     "models; small values for quick tests).")
 SKIP_SLOW_BASELINES = flags.DEFINE_bool(
-    "skip_slow_baselines", False, "Skip tfp_microbatch and tfp_fast.")
+    "skip_slow_baselines", False, "Skip the TF Privacy baselines.")
 PROFILE = flags.DEFINE_bool(
     "profile", False, "Also time each model's layers one by one: the "
     "non-private weight gradient against tfdp's per-example norms and "
@@ -174,17 +181,16 @@ def _tfp_microbatch(model, batch_size):
   return model, f"{batch_size} microbatches of 1 (legacy optimizer)"
 
 
-def _tfp_fast(model, batch_size):
+def _tfp_fast(model, batch_size, use_xla=False):
   # pylint: disable=g-import-not-at-top
   from tensorflow_privacy.privacy.fast_gradient_clipping import layer_registry
   from tensorflow_privacy.privacy.keras_models import dp_keras_model
   # pylint: enable=g-import-not-at-top
   del batch_size
   registry = layer_registry.make_default_layer_registry()
-  # XLA off: it slows these ops down on CPU (see DESIGN.md).
   dp_model = dp_keras_model.DPModel(
       l2_norm_clip=_L2_NORM_CLIP, noise_multiplier=_NOISE_MULTIPLIER,
-      use_xla=False, layer_registry=registry, inputs=model.inputs,
+      use_xla=use_xla, layer_registry=registry, inputs=model.inputs,
       outputs=model.outputs)
   dp_model.compile(optimizer=tf.keras.optimizers.SGD(_LEARNING_RATE),
                    loss=_loss(reduce=True))
@@ -201,6 +207,8 @@ _SETUPS: Dict[str, Callable] = {
     "tfdp": _tfdp,
     "tfp_microbatch": _tfp_microbatch,
     "tfp_fast": _tfp_fast,
+    # DPModel's default: its train_step compiled with XLA.
+    "tfp_fast_xla": functools.partial(_tfp_fast, use_xla=True),
 }
 
 
@@ -275,7 +283,7 @@ def _profile_layer(layer, batch_size: int,
 
   def rule_gradients():
     _, tap = rule.forward(layer, layer.call, (x,), {})
-    return rule.gradients(tap, delta)
+    return tap.rule.gradients(tap, delta)
 
   @tf.function
   def norms():
@@ -302,7 +310,7 @@ def _profile(model_name: str) -> List[Dict[str, object]]:
   """`_profile_layer` for every layer of the model that has weights."""
   tf.keras.utils.set_random_seed(0)
   model = _MODELS[model_name](WIDTH.value)
-  return [dict(_profile_layer(layer, BATCH_SIZE.value), model=model_name)
+  return [dict(model=model_name, **_profile_layer(layer, BATCH_SIZE.value))
           for layer in tfdp.clipping.fast.tapped_layers(model)]
 
 
@@ -375,6 +383,16 @@ def _result_row(model_name: str, config: str) -> Dict[str, object]:
           "stderr_tail": result}
 
 
+def _fastest(runs: List[Dict[str, object]]) -> Dict[str, object]:
+  """The fastest successful run of a configuration (else its failure)."""
+  ok = [run for run in runs if run["status"] == "ok"]
+  if not ok:
+    return runs[-1]
+  fastest = dict(min(ok, key=lambda run: run["seconds_per_step"]))
+  fastest["round_seconds_per_step"] = [run["seconds_per_step"] for run in ok]
+  return fastest
+
+
 def _add_ratios(rows: List[Dict[str, object]], batch_size: int) -> None:
   """Adds examples/s and the time and memory ratios to non-private."""
   baselines = {r["model"]: r for r in rows
@@ -389,13 +407,23 @@ def _add_ratios(rows: List[Dict[str, object]], batch_size: int) -> None:
       row[ratio_key] = row[key] / base[key] if ok and base else None
 
 
-def _table(rows: List[Dict[str, object]]) -> str:
-  columns = (("model", "model"), ("config", "config"),
-             ("seconds_per_step", "s/step"), ("examples_per_s", "examples/s"),
-             ("peak_rss_gib", "peak RSS (GiB)"),
-             ("time_ratio", "time x nonprivate"),
-             ("memory_ratio", "memory x nonprivate"), ("status", "status"),
-             ("note", "note"))
+_RESULT_COLUMNS = (
+    ("model", "model"), ("config", "config"), ("seconds_per_step", "s/step"),
+    ("examples_per_s", "examples/s"), ("peak_rss_gib", "peak RSS (GiB)"),
+    ("time_ratio", "time x nonprivate"),
+    ("memory_ratio", "memory x nonprivate"), ("status", "status"),
+    ("note", "note"))
+_PROFILE_COLUMNS = (
+    ("model", "model"), ("layer", "layer"), ("type", "type"),
+    ("input", "input"), ("output", "output"),
+    ("weight_gradient_ms", "non-private weight gradient (ms)"),
+    ("norms_ms", "tfdp norms (ms)"),
+    ("norms_and_sum_ms", "tfdp norms + clipped sum (ms)"),
+    ("ratio", "tfdp x non-private"))
+
+
+def _table(rows: List[Dict[str, object]], columns) -> str:
+  """A markdown table of (key, title) columns; "-" where a value is missing."""
   return _report.markdown_table([
       {title: "-" if row.get(key) is None else row[key]
        for key, title in columns} for row in rows])
@@ -466,8 +494,7 @@ def _profile_rows(models: List[str]) -> List[Dict[str, object]]:
     if status != "ok":
       rows.append({"model": model_name, "layer": status})
       continue
-    total = {"model": model_name, "layer": "total", "type": "", "input": "",
-             "output": ""}
+    total = {"model": model_name, "layer": "total"}
     for key in ("weight_gradient_ms", "norms_ms", "norms_and_sum_ms"):
       total[key] = sum(row[key] for row in result)
     total["ratio"] = total["norms_and_sum_ms"] / total["weight_gradient_ms"]
@@ -477,7 +504,7 @@ def _profile_rows(models: List[str]) -> List[Dict[str, object]]:
 
 def _write_results(rows: List[Dict[str, object]],
                    profile: List[Dict[str, object]]) -> str:
-  """Writes results.md/json, time_ratios.png (and profile.md); returns the table."""
+  """Writes the table, JSON, chart and profile; returns the table."""
   results_dir = RESULTS_DIR.value
   os.makedirs(results_dir, exist_ok=True)
   settings = {"batch_size": BATCH_SIZE.value, "steps": STEPS.value,
@@ -485,7 +512,9 @@ def _write_results(rows: List[Dict[str, object]],
               "warmup_steps": WARMUP_STEPS.value, "width": WIDTH.value,
               "l2_norm_clip": _L2_NORM_CLIP,
               "noise_multiplier": _NOISE_MULTIPLIER, "optimizer": "SGD",
-              "timing": "median wall time of the timed steps"}
+              "rounds": ROUNDS.value,
+              "timing": "median wall time of the timed steps, fastest of "
+                        "the rounds"}
   environment = _environment()
   _report.write_json(os.path.join(results_dir, "results.json"),
                      {"settings": settings, "environment": environment,
@@ -493,21 +522,16 @@ def _write_results(rows: List[Dict[str, object]],
   header = (f"Measured {environment['date']} on {environment['cpu_count']} "
             f"CPU cores, TensorFlow {environment['tensorflow']}, batch "
             f"{BATCH_SIZE.value}, width {WIDTH.value:g}")
-  table = _table(rows)
+  table = _table(rows, _RESULT_COLUMNS)
   with open(os.path.join(results_dir, "results.md"), "w") as f:
-    f.write(f"{header}, median of the timed steps.\n\n{table}\n")
+    f.write(f"{header}: median of the timed steps, fastest of "
+            f"{ROUNDS.value} round(s).\n\n{table}\n")
   if profile:
     with open(os.path.join(results_dir, "profile.md"), "w") as f:
       f.write(f"{header}: per-layer medians in ms (forward included).\n\n"
-              f"{_report.markdown_table(_uniform(profile))}\n")
+              f"{_table(profile, _PROFILE_COLUMNS)}\n")
   _plot(rows, os.path.join(results_dir, "time_ratios.png"))
   return table
-
-
-def _uniform(rows: List[Dict[str, object]]) -> List[Dict[str, object]]:
-  """Rows with the keys of the longest one, "-" where a key is missing."""
-  keys = max(rows, key=len)
-  return [{k: row.get(k, "-") for k in keys} for row in rows]
 
 
 def _run_parent() -> None:
@@ -515,13 +539,20 @@ def _run_parent() -> None:
   configs = _selected(CONFIGS.value, _CONFIGS, "configs")
   if SKIP_SLOW_BASELINES.value:
     configs = [c for c in configs if c not in _SLOW_BASELINES]
-  rows = []
-  for model_name in models:
-    for config in configs:
-      print(f"Measuring {model_name} / {config} ...", flush=True)
-      rows.append(_result_row(model_name, config))
-      print(f"  {rows[-1]['status']}: "
-            f"{rows[-1]['seconds_per_step'] or '-'} s/step", flush=True)
+  runs: Dict[Tuple[str, str], List[Dict[str, object]]] = {}
+  for round_index in range(ROUNDS.value):
+    for model_name in models:
+      for config in configs:
+        previous = runs.setdefault((model_name, config), [])
+        if previous and (previous[-1]["status"] != "ok" or
+                         config in _SLOW_BASELINES):
+          continue  # Failures and the slow baselines: once is enough.
+        print(f"Round {round_index + 1}: {model_name} / {config} ...",
+              flush=True)
+        previous.append(_result_row(model_name, config))
+        print(f"  {previous[-1]['status']}: "
+              f"{previous[-1]['seconds_per_step'] or '-'} s/step", flush=True)
+  rows = [_fastest(model_runs) for model_runs in runs.values()]
   _add_ratios(rows, BATCH_SIZE.value)
   profile = _profile_rows(models) if PROFILE.value else []
   print(_write_results(rows, profile))
@@ -531,6 +562,7 @@ def _run_parent() -> None:
 def main(argv):
   del argv
   for name, value in (("batch_size", BATCH_SIZE.value), ("steps", STEPS.value),
+                      ("rounds", ROUNDS.value),
                       ("slow_baseline_steps", SLOW_BASELINE_STEPS.value),
                       ("timeout", TIMEOUT.value)):
     if value < 1:

@@ -81,6 +81,7 @@ def test_resnet18_full_size_matches_published_count():
   assert len(convs) == 1 + 8 * 2 + 3   # stem, 8 blocks, 3 projections
   assert sorted({c.filters for c in convs}) == [64, 128, 256, 512]
   assert not _layers_of(model, tf.keras.layers.MaxPooling2D)
+  assert not _layers_of(model, tf.keras.layers.BatchNormalization)
   # 32x32 -> 4x4 after three stride-2 stages.
   assert model.get_layer("pool").input_shape == (None, 4, 4, 512)
 
@@ -92,6 +93,7 @@ def test_wrn_16_4_full_size_matches_published_count():
   assert len(convs) == 1 + 6 * 2 + 3   # stem, 6 blocks, 3 projections
   assert sorted({c.filters for c in convs}) == [16, 64, 128, 256]
   assert model.get_layer("pool").input_shape == (None, 8, 8, 256)
+  assert not _layers_of(model, tf.keras.layers.BatchNormalization)
 
 
 @pytest.mark.parametrize("name", ["resnet18", "wide_resnet"])

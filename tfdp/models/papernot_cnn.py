@@ -24,12 +24,13 @@ def papernot_cnn(input_shape: Tuple[int, ...] = (32, 32, 3),
   """The DP CIFAR-10 CNN of Papernot et al. (AAAI 2021).
 
   From "Tempered sigmoid activations for deep learning with differential
-  privacy" (Papernot, Thakurta, Song, Chien, Erlingsson): conv3x3 32, conv3x3 32, maxpool 2, conv3x3 64, conv3x3 64, maxpool 2,
-  conv3x3 128, conv3x3 128, maxpool 2, flatten, dense 128, dense
-  `num_classes` (logits), with 'SAME' padding and `activation` after every
-  hidden layer. The paper's point is that a bounded activation (tanh, a
-  tempered sigmoid) suits DP-SGD's clipping better than ReLU. At full width
-  on 32x32x3 inputs it has 550,570 parameters.
+  privacy" (Papernot, Thakurta, Song, Chien, Erlingsson): conv3x3 32,
+  conv3x3 32, maxpool 2, conv3x3 64, conv3x3 64, maxpool 2, conv3x3 128,
+  conv3x3 128, maxpool 2, flatten, dense 128, dense `num_classes` (logits),
+  with 'SAME' padding and `activation` after every hidden layer. The paper's
+  point is that a bounded activation (tanh, a tempered sigmoid) suits
+  DP-SGD's clipping better than ReLU. At full width on 32x32x3 inputs it has
+  550,570 parameters.
 
   Args:
     input_shape: shape of one example, (height, width, channels).

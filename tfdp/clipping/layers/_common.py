@@ -1,6 +1,7 @@
 """Helpers shared by the layer rules."""
 
-from typing import Any, Callable, List, Sequence, Tuple
+import contextlib
+from typing import Any, Callable, Iterator, List, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -37,6 +38,24 @@ def from_per_example(variables: Sequence[tf.Variable],
       weighted_sum=lambda c: [weighted_batch_sum(c, g) for g in per_example])
 
 
+@contextlib.contextmanager
+def replaced_attributes(layer: tf.keras.layers.Layer, **values) -> Iterator:
+  """Sets the layer's attributes to `values` while the block runs.
+
+  The rules use it to make a layer's own `call` compute a part of its usual
+  output (no activation, no affine part...). Keras' attribute tracking is
+  bypassed, so nothing is added to or removed from the layer's weights.
+  """
+  saved = {name: getattr(layer, name) for name in values}
+  for name, value in values.items():
+    object.__setattr__(layer, name, value)
+  try:
+    yield
+  finally:
+    for name, value in saved.items():
+      object.__setattr__(layer, name, value)
+
+
 def call_without_activation(layer: tf.keras.layers.Layer, call: Callable,
                             args, kwargs) -> Tuple[tf.Tensor, Any]:
   """Runs `call` with the layer's activation switched off.
@@ -45,11 +64,8 @@ def call_without_activation(layer: tf.keras.layers.Layer, call: Callable,
   rules need, and the layer's real output.
   """
   activation = layer.activation
-  object.__setattr__(layer, "activation", tf.keras.activations.linear)
-  try:
+  with replaced_attributes(layer, activation=tf.keras.activations.linear):
     z = call(*args, **kwargs)
-  finally:
-    object.__setattr__(layer, "activation", activation)
   return z, activation(z)
 
 

@@ -1,7 +1,5 @@
 """Clipping rule for DepthwiseConv1D and DepthwiseConv2D layers."""
 
-import contextlib
-
 import tensorflow as tf
 
 from tfdp.clipping import registry
@@ -12,7 +10,6 @@ _DEPTHWISE_CLASSES = (tf.keras.layers.DepthwiseConv1D,
                       tf.keras.layers.DepthwiseConv2D)
 
 
-@contextlib.contextmanager
 def _bare_convolution(layer, kernel):
   """Makes the layer's own call the undilated depthwise convolution `kernel`.
 
@@ -20,16 +17,9 @@ def _bare_convolution(layer, kernel):
   with the layer's strides and padding, for a kernel of any size and channel
   count.
   """
-  replacements = {"depthwise_kernel": kernel, "use_bias": False,
-                  "activation": None, "dilation_rate": (1,) * layer.rank}
-  saved = {name: getattr(layer, name) for name in replacements}
-  for name, value in replacements.items():
-    object.__setattr__(layer, name, value)
-  try:
-    yield
-  finally:
-    for name, value in saved.items():
-      object.__setattr__(layer, name, value)
+  return _common.replaced_attributes(
+      layer, depthwise_kernel=kernel, use_bias=False, activation=None,
+      dilation_rate=(1,) * layer.rank)
 
 
 def _fold_batch(tensor: tf.Tensor) -> tf.Tensor:

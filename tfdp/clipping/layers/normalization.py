@@ -1,26 +1,9 @@
 """Clipping rule for per-example normalisation layers (LayerNorm, GroupNorm)."""
 
-import contextlib
-
 import tensorflow as tf
 
 from tfdp.clipping import registry
 from tfdp.clipping.layers import _common
-
-
-@contextlib.contextmanager
-def _without_affine(layer):
-  """Makes the layer's own call return x_hat, the normalised input alone."""
-  saved = {name: getattr(layer, name)
-           for name in ("gamma", "beta", "scale", "center")}
-  for name, value in (("gamma", None), ("beta", None), ("scale", False),
-                      ("center", False)):
-    object.__setattr__(layer, name, value)
-  try:
-    yield
-  finally:
-    for name, value in saved.items():
-      object.__setattr__(layer, name, value)
 
 
 @registry.register(tf.keras.layers.LayerNormalization,
@@ -39,7 +22,9 @@ class NormalizationRule(registry.LayerRule):
   """
 
   def forward(self, layer, call, args, kwargs):
-    with _without_affine(layer):
+    # x_hat: the layer's own call with the affine part off.
+    with _common.replaced_attributes(layer, gamma=None, beta=None,
+                                     scale=False, center=False):
       normalized = call(*args, **kwargs)
     rank = normalized.shape.rank
     axes = [a % rank for a in tf.nest.flatten(layer.axis)]

@@ -12,7 +12,7 @@ def test_benchmark_tiny_run(tmp_path):
   result = subprocess.run(
       [sys.executable, "-m", "experiments.benchmark_clipping",
        "--models=papernot", "--configs=nonprivate,tfdp", "--batch_size=8",
-       "--steps=2", "--warmup_steps=1", "--width=0.25",
+       "--steps=2", "--warmup_steps=1", "--width=0.25", "--profile",
        f"--results_dir={tmp_path}"],
       capture_output=True, text=True, cwd=ROOT, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -35,6 +35,13 @@ def test_benchmark_tiny_run(tmp_path):
   assert "time x nonprivate" in table
   assert "| papernot | tfdp |" in result.stdout
   assert (tmp_path / "time_ratios.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+  # --profile: one row per layer with weights (6 convs, 2 dense) and a total.
+  layers = [row for row in results["profile"] if row["layer"] != "total"]
+  assert len(layers) == 8
+  assert all(row["weight_gradient_ms"] > 0 and row["norms_and_sum_ms"] > 0
+             for row in layers)
+  assert "| papernot | total |" in (tmp_path / "profile.md").read_text()
 
 
 

@@ -93,6 +93,12 @@ TIMEOUT = flags.DEFINE_integer("timeout", 1800,
 MEMORY_LIMIT_GIB = flags.DEFINE_float(
     "memory_limit_gib", None, "A configuration whose resident memory exceeds "
     "this is stopped and reported as out of memory. Default: 75% of RAM.")
+BFC_ALLOCATOR = flags.DEFINE_bool(
+    "bfc_allocator", False, "Run the configurations with TensorFlow's BFC "
+    "allocator on the CPU (TF_CPU_ALLOCATOR_USE_BFC=true), which also "
+    "reports the peak memory held by tensors: the engine's own footprint, "
+    "without malloc's slack. Times and RSS then differ from the default "
+    "allocator's.")
 _CHILD = flags.DEFINE_string(
     "child", None, "Internal: measure one MODEL:CONFIG (or MODEL:profile) in "
     "this process and print the result as one JSON line.")
@@ -246,7 +252,16 @@ def _measure(model_name: str, config: str) -> Dict[str, object]:
       "step_times_s": times,
       "seconds_per_step": statistics.median(times),
       "peak_rss_gib": peak_rss_gib(),
+      "peak_tensors_gib": _peak_tensors_gib(),
   }
+
+
+def _peak_tensors_gib() -> Optional[float]:
+  """Peak bytes held by tensors on the CPU, in GiB (BFC allocator only)."""
+  try:
+    return tf.config.experimental.get_memory_info("CPU:0")["peak"] / 2**30
+  except (ValueError, tf.errors.OpError):
+    return None
 
 
 def _median_seconds(function: Callable[[], object], repeats: int) -> float:
@@ -339,8 +354,11 @@ def _run_child(command: List[str], timeout: float,
   Returns:
     (why it was stopped or None, stdout, stderr).
   """
+  env = dict(os.environ)
+  if BFC_ALLOCATOR.value:
+    env["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
   process = subprocess.Popen(command, cwd=_ROOT, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True, env=env)
   started, stopped = time.monotonic(), None
   while True:
     try:
@@ -403,15 +421,19 @@ def _add_ratios(rows: List[Dict[str, object]], batch_size: int) -> None:
                              if ok else None)
     base = baselines.get(row["model"])
     for key, ratio_key in (("seconds_per_step", "time_ratio"),
-                           ("peak_rss_gib", "memory_ratio")):
-      row[ratio_key] = row[key] / base[key] if ok and base else None
+                           ("peak_rss_gib", "memory_ratio"),
+                           ("peak_tensors_gib", "tensor_memory_ratio")):
+      row[ratio_key] = (row[key] / base[key] if ok and base and
+                        row.get(key) and base.get(key) else None)
 
 
 _RESULT_COLUMNS = (
     ("model", "model"), ("config", "config"), ("seconds_per_step", "s/step"),
     ("examples_per_s", "examples/s"), ("peak_rss_gib", "peak RSS (GiB)"),
     ("time_ratio", "time x nonprivate"),
-    ("memory_ratio", "memory x nonprivate"), ("status", "status"),
+    ("memory_ratio", "memory x nonprivate"),
+    ("peak_tensors_gib", "peak tensors (GiB)"),
+    ("tensor_memory_ratio", "tensors x nonprivate"), ("status", "status"),
     ("note", "note"))
 _PROFILE_COLUMNS = (
     ("model", "model"), ("layer", "layer"), ("type", "type"),
@@ -512,7 +534,7 @@ def _write_results(rows: List[Dict[str, object]],
               "warmup_steps": WARMUP_STEPS.value, "width": WIDTH.value,
               "l2_norm_clip": _L2_NORM_CLIP,
               "noise_multiplier": _NOISE_MULTIPLIER, "optimizer": "SGD",
-              "rounds": ROUNDS.value,
+              "rounds": ROUNDS.value, "bfc_allocator": BFC_ALLOCATOR.value,
               "timing": "median wall time of the timed steps, fastest of "
                         "the rounds"}
   environment = _environment()
@@ -522,7 +544,10 @@ def _write_results(rows: List[Dict[str, object]],
   header = (f"Measured {environment['date']} on {environment['cpu_count']} "
             f"CPU cores, TensorFlow {environment['tensorflow']}, batch "
             f"{BATCH_SIZE.value}, width {WIDTH.value:g}")
-  table = _table(rows, _RESULT_COLUMNS)
+  # The tensor columns only exist with --bfc_allocator.
+  columns = [(key, title) for key, title in _RESULT_COLUMNS
+             if "tensor" not in key or any(r.get(key) for r in rows)]
+  table = _table(rows, columns)
   with open(os.path.join(results_dir, "results.md"), "w") as f:
     f.write(f"{header}: median of the timed steps, fastest of "
             f"{ROUNDS.value} round(s).\n\n{table}\n")

@@ -13,7 +13,7 @@ def test_benchmark_tiny_run(tmp_path):
       [sys.executable, "-m", "experiments.benchmark_clipping",
        "--models=papernot", "--configs=nonprivate,tfdp", "--batch_size=8",
        "--steps=2", "--warmup_steps=1", "--width=0.25", "--profile",
-       f"--results_dir={tmp_path}"],
+       "--bfc_allocator", f"--results_dir={tmp_path}"],
       capture_output=True, text=True, cwd=ROOT, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
 
@@ -27,12 +27,15 @@ def test_benchmark_tiny_run(tmp_path):
     assert row["seconds_per_step"] > 0 and row["examples_per_s"] > 0
     assert row["time_ratio"] > 0 and row["memory_ratio"] > 0
     assert 0 < row["peak_rss_gib"] < 24
+    # --bfc_allocator: TensorFlow's own count, below the process's RSS.
+    assert 0 < row["peak_tensors_gib"] < row["peak_rss_gib"]
+    assert row["tensor_memory_ratio"] > 0
   assert rows["nonprivate"]["time_ratio"] == 1.0
   assert results["settings"]["batch_size"] == 8
 
   table = (tmp_path / "results.md").read_text()
   assert "| papernot | tfdp |" in table
-  assert "time x nonprivate" in table
+  assert "time x nonprivate" in table and "tensors x nonprivate" in table
   assert "| papernot | tfdp |" in result.stdout
   assert (tmp_path / "time_ratios.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -66,10 +66,11 @@ def test_weight_regularizer_is_added_after_clipping_unclipped():
   oracle.assert_gradients_close(change, expected, 1e-5)
 
 
-def test_fit_with_validation_metrics_and_poisson_batches():
+@pytest.mark.parametrize("physical_batch_size", [None, 16])
+def test_fit_with_validation_metrics_and_poisson_batches(physical_batch_size):
   x, y = _data(n=512)
   batches = tfdp.data.poisson_batches(x, y, 64, seed=0)
-  model = tfdp.make_private(_model())
+  model = tfdp.make_private(_model(), physical_batch_size=physical_batch_size)
   model.compile(optimizer=tfdp.optimizers.DPAdam(
       learning_rate=0.05, l2_norm_clip=1.0, noise_multiplier=0.5,
       expected_batch_size=64), loss=LOSS, metrics=["accuracy"])
@@ -133,3 +134,72 @@ def test_train_step_compiles_with_xla():
   model.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
   change = [b - v.numpy() for b, v in zip(before, model.trainable_variables)]
   oracle.assert_gradients_close(change, [e / len(x) for e in expected], 1e-5)
+
+
+def _public_batch_norm_model():
+  tf.keras.utils.set_random_seed(0)
+  return tf.keras.Sequential([
+      tf.keras.layers.Dense(6, activation="tanh", input_shape=(5,)),
+      tfdp.layers.PublicBatchNormalization(momentum=0.5),
+      tf.keras.layers.Dense(3),
+  ])
+
+
+def _public_statistics(model, public):
+  activations = model.layers[0](public).numpy().astype(np.float64)
+  return activations.mean(axis=0), activations.var(axis=0)
+
+
+def test_public_data_step_is_exact_and_statistics_follow_the_weights():
+  x, y = _data()
+  public = _data(n=6, seed=2)[0]
+  model = _public_batch_norm_model()
+  norm = model.layers[1]
+  mean0, variance0 = _public_statistics(model, public)
+  # The oracle: private examples one at a time, normalised with the public
+  # statistics of the current weights.
+  tfdp.layers.update_public_statistics(model, public)
+  expected = oracle.clipped_sum(oracle.per_example_gradients(model, x, y, LOSS),
+                                0.2)
+  change = _one_noiseless_step(model, x, y, 0.2, public_data=public)
+  oracle.assert_gradients_close(change, [e / len(x) for e in expected], 1e-5)
+  # The step's public pass ran before the update, with the old weights.
+  np.testing.assert_allclose(norm.public_mean.numpy(), mean0, atol=1e-5)
+  np.testing.assert_allclose(norm.public_variance.numpy(), variance0,
+                             rtol=1e-5)
+  # The next step's statistics come from the updated weights.
+  mean1, variance1 = _public_statistics(model, public)
+  assert not np.allclose(mean1, mean0, atol=1e-3)
+  model.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+  np.testing.assert_allclose(norm.public_mean.numpy(), mean1, atol=1e-5)
+  np.testing.assert_allclose(norm.public_variance.numpy(), variance1,
+                             rtol=1e-5)
+
+
+def test_public_data_with_accumulation_and_noise_fits():
+  x, y = _data(n=64)
+  model = tfdp.make_private(_public_batch_norm_model(), physical_batch_size=8,
+                            public_data=_data(n=16, seed=3)[0])
+  model.compile(optimizer=tfdp.optimizers.DPSGD(
+      learning_rate=0.5, l2_norm_clip=1.0, noise_multiplier=0.5,
+      expected_batch_size=32), loss=LOSS)
+  history = model.fit(x, y, batch_size=32, epochs=3, verbose=0)
+  assert np.all(np.isfinite(history.history["loss"]))
+  model.evaluate(x, y, verbose=0)
+
+
+def test_public_data_errors_at_make_private():
+  with pytest.raises(ValueError,
+                     match="PublicBatchNormalization.*public_data="):
+    tfdp.make_private(_public_batch_norm_model())
+  with pytest.raises(ValueError, match="public_data must hold at least 2 "
+                     "examples.*got 1"):
+    tfdp.make_private(_public_batch_norm_model(), public_data=_data(n=1)[0])
+  with pytest.raises(ValueError, match="public_data is used only by"):
+    tfdp.make_private(_model(), public_data=_data()[0])
+  model = _public_batch_norm_model()
+  model.compile(optimizer=tfdp.optimizers.DPSGD(
+      learning_rate=0.5, l2_norm_clip=1.0, noise_multiplier=0.5,
+      expected_batch_size=8), loss=LOSS)
+  with pytest.raises(ValueError, match="update_public_statistics"):
+    model.fit(*_data(), verbose=0)  # Not through make_private: no statistics.

@@ -28,12 +28,15 @@ if "tensorflow" not in sys.modules:
 from tfdp import callbacks  # pylint: disable=g-import-not-at-top
 from tfdp import clipping
 from tfdp import data
+from tfdp import layers
 from tfdp import models
 from tfdp import optimizers
 from tfdp import privacy
+from tfdp import robust
 from tfdp.private import make_private
 
 __version__ = "0.1.0"
 
-__all__ = ["callbacks", "clipping", "data", "models", "optimizers", "privacy",
+__all__ = ["callbacks", "clipping", "data", "layers", "models", "optimizers",
+           "privacy", "robust",
            "make_private"]

@@ -9,18 +9,21 @@ engine and the physical batch size.
 """
 
 import types
-from typing import Optional
+from typing import Any, Optional
 
 import tensorflow as tf
 
 from tfdp import _validation
 from tfdp import optimizers
 from tfdp.clipping import fast
+from tfdp.layers import public_batch_norm
 
 
 def make_private(model: tf.keras.Model,
                  *,
-                 physical_batch_size: Optional[int] = None) -> tf.keras.Model:
+                 physical_batch_size: Optional[int] = None,
+                 public_data: Optional[Any] = None,
+                 adversarial: Optional[Any] = None) -> tf.keras.Model:
   """Makes `model.fit` train with fast per-example clipping.
 
   Compile the returned model with a DP optimizer (e.g.
@@ -38,6 +41,18 @@ def make_private(model: tf.keras.Model,
       the noise is added once: gradient accumulation, for logical batches
       larger than memory allows. The optimizer's `expected_batch_size` is the
       logical batch size.
+    public_data: public inputs (a batch of at least 2 examples, as an array
+      or tensor) for the model's `tfdp.layers.PublicBatchNormalization`
+      layers. Required when the model has such layers, refused otherwise.
+      Every training step first runs this batch through the model, outside
+      the loss and the gradient, to set those layers' statistics; private
+      examples never enter them.
+    adversarial: optional adversarial training, e.g.
+      `tfdp.robust.AdversarialTraining(...)`: each step replaces (part of)
+      the batch by adversarial examples against the current model before
+      clipping. Each adversarial example depends on its own private example
+      and the current weights only, so per-example clipping still bounds
+      every example's influence.
 
   Returns:
     The same model object, with its `train_step` replaced.
@@ -63,7 +78,15 @@ def make_private(model: tf.keras.Model,
     _validation.check_positive_int("physical_batch_size", physical_batch_size)
   fast.tapped_layers(model)
   _check_no_activity_regularizers(model)
+  public_data = public_batch_norm.check_public_data(model, public_data)
+  if adversarial is not None and not callable(
+      getattr(adversarial, "perturb", None)):
+    raise ValueError(
+        "adversarial must have a perturb(model, x, y) method, e.g. "
+        f"tfdp.robust.AdversarialTraining(...); got {adversarial!r}")
   object.__setattr__(model, "_tfdp_physical_batch_size", physical_batch_size)
+  object.__setattr__(model, "_tfdp_public_data", public_data)
+  object.__setattr__(model, "_tfdp_adversarial", adversarial)
   model.train_step = types.MethodType(_private_train_step, model)
   return model
 
@@ -113,12 +136,17 @@ def _accumulated_clipped_sum(model, x, y, sample_weight, l2_norm_clip,
     return index + 1, sums, predictions.write(index, chunk_predictions)
 
   initial_sums = [tf.zeros_like(v) for v in model.trainable_variables]
-  predictions = tf.TensorArray(model.outputs[0].dtype if model.outputs else
+  output = model.outputs[0] if model.outputs else None
+  predictions = tf.TensorArray(output.dtype if output is not None else
                                tf.float32, size=chunks, infer_shape=False)
   _, sums, predictions = tf.while_loop(
       lambda index, *_: index < chunks, body,
       (tf.constant(0), initial_sums, predictions))
-  return sums, predictions.concat()
+  predictions = predictions.concat()
+  if output is not None:
+    # The loop loses the static shape, which Keras' metrics need.
+    predictions.set_shape(output.shape)
+  return sums, predictions
 
 
 def _private_train_step(self, data):
@@ -132,7 +160,13 @@ def _private_train_step(self, data):
         "be private. Use e.g. tfdp.optimizers.DPSGD(..., l2_norm_clip=..., "
         "noise_multiplier=..., expected_batch_size=...), or "
         "tfdp.optimizers.make_dp_optimizer(your_optimizer, ...).")
-  physical = self._tfdp_physical_batch_size  # pylint: disable=protected-access
+  # pylint: disable=protected-access
+  physical = self._tfdp_physical_batch_size
+  if self._tfdp_public_data is not None:
+    public_batch_norm.update_public_statistics(self, self._tfdp_public_data)
+  if self._tfdp_adversarial is not None:
+    x = self._tfdp_adversarial.perturb(self, x, y)
+  # pylint: enable=protected-access
   if physical is None:
     result, predictions = _clipped_sum(self, x, y, sample_weight,
                                        optimizer.l2_norm_clip)

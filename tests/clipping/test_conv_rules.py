@@ -59,7 +59,12 @@ def _assert_matches_oracle(layer, input_shape, seed, batch=5,
 
 @pytest.fixture(name="force_path")
 def _force_path(monkeypatch):
-  """Makes `prefer_ghost_norm` answer for the given path; counts the asks."""
+  """Makes the rule take the given path; counts `prefer_ghost_norm`'s asks.
+
+  Paths: "ghost"; "explicit" (per-example gradients kept for the clipped
+  sum); "explicit-recomputed" (explicit norms, clipped sum from one
+  weight-gradient pass).
+  """
   asked = []
 
   def force(path):
@@ -69,6 +74,8 @@ def _force_path(monkeypatch):
       return path == "ghost"
 
     monkeypatch.setattr(_common, "prefer_ghost_norm", prefer_ghost_norm)
+    monkeypatch.setattr(_common, "keep_per_example_gradients",
+                        lambda *args: path == "explicit")
     return asked
 
   return force
@@ -104,6 +111,7 @@ def _conv_configs(rank, seed):
   return configs
 
 
+_PATHS = ["explicit", "explicit-recomputed", "ghost"]
 _CONFIGS = [c for rank in (1, 2, 3) for c in _conv_configs(rank, rank)]
 
 
@@ -114,7 +122,7 @@ def _config_id(config):
           f"-bias{int(k['use_bias'])}-in{config['input_shape']}")
 
 
-@pytest.mark.parametrize("path", ["explicit", "ghost"])
+@pytest.mark.parametrize("path", _PATHS)
 @pytest.mark.parametrize("config", _CONFIGS, ids=_config_id)
 def test_conv_matches_oracle(config, path, force_path):
   asked = force_path(path)
@@ -123,7 +131,7 @@ def test_conv_matches_oracle(config, path, force_path):
   assert asked == [path], "the rule did not consult prefer_ghost_norm once"
 
 
-@pytest.mark.parametrize("path", ["explicit", "ghost"])
+@pytest.mark.parametrize("path", _PATHS)
 def test_conv_inside_tf_function(path, force_path):
   force_path(path)
   layer = tf.keras.layers.Conv2D(4, 3, strides=2, padding="same",

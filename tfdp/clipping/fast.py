@@ -27,6 +27,7 @@ from tfdp.clipping.layers import depthwise  # pylint: disable=unused-import
 from tfdp.clipping.layers import embedding  # pylint: disable=unused-import
 from tfdp.clipping.layers import fallback
 from tfdp.clipping.layers import normalization  # pylint: disable=unused-import
+from tfdp.clipping.layers import public_batch_norm  # pylint: disable=unused-import
 
 UnsupportedLayerError = fallback.UnsupportedLayerError
 
@@ -54,9 +55,12 @@ def _check_no_batch_norm(layers) -> None:
           "it normalises each example with statistics of the whole batch, so "
           "each example's gradient depends on the others and per-example "
           "clipping no longer bounds any one example's influence: DP-SGD "
-          "with it is not private. Replace it with "
-          "tf.keras.layers.GroupNormalization or LayerNormalization, or "
-          "freeze it (layer.trainable = False runs it in inference mode).")
+          "with it is not private. Convert the model with "
+          "tfdp.layers.convert_batch_norm(model, to='public_batch') "
+          "(tfdp.layers.PublicBatchNormalization: statistics from a public "
+          "batch, then pass public_data= to tfdp.make_private) or "
+          "to='group' (tf.keras.layers.GroupNormalization), or freeze it "
+          "(layer.trainable = False runs it in inference mode).")
 
 
 def tapped_layers(model: tf.keras.Model) -> List[tf.keras.layers.Layer]:

@@ -69,6 +69,18 @@ def call_without_activation(layer: tf.keras.layers.Layer, call: Callable,
   return z, activation(z)
 
 
+def once_known(output_gradient: tf.Tensor, tensor: tf.Tensor) -> tf.Tensor:
+  """`tensor`, for ops that must not run before `output_gradient` exists.
+
+  A rule's work on a layer's input (padding, slicing, transposing copies)
+  could otherwise run as soon as the forward pass made the input, and its
+  results be held through the whole backward pass, raising the step's peak
+  memory. The identity forwards the buffer without copying it.
+  """
+  with tf.control_dependencies([output_gradient]):
+    return tf.identity(tensor)
+
+
 def prefer_ghost_norm(positions: int, input_dim: int, output_dim: int,
                       batch_size_hint: int = 128, groups: int = 1) -> bool:
   """Mixed ghost clipping's choice for a linear map with T output positions.
@@ -83,6 +95,27 @@ def prefer_ghost_norm(positions: int, input_dim: int, output_dim: int,
   explicit_bytes = 4 * batch_size_hint * groups * input_dim * output_dim
   return (ghost_cost < explicit_cost or
           explicit_bytes > EXPLICIT_MEMORY_LIMIT_BYTES)
+
+
+def keep_per_example_gradients(elements_per_example: int,
+                               output_gradient: tf.Tensor) -> bool:
+  """Whether to keep per-example gradients until the clip factors are known.
+
+  Book-keeping forms sum_i c_i g_i once every layer's norms are known. A
+  layer can keep either its per-example gradients (the sum is then a
+  weighted reduction) or its input and output gradient delta (the sum is
+  then one weight-gradient pass for c . delta). The input is usually alive
+  at the step's memory peak anyway (the backward pass has not yet passed
+  the layers that need it), so the per-example gradients are kept when they
+  are no larger than delta. Measured on ResNet-18 at batch 128, this holds
+  less at the peak than comparing them with input + delta.
+
+  Args:
+    elements_per_example: the size of one example's gradient.
+    output_gradient: delta, batch-major; 0 elements if not static.
+  """
+  return elements_per_example <= (output_gradient.shape[1:].num_elements()
+                                  or 0)
 
 
 def ghost_squared_norms(activations: tf.Tensor,

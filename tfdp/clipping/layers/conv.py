@@ -175,7 +175,10 @@ class ConvRule(registry.LayerRule):
   Per layer the cheaper of (mixed ghost clipping, `_common.prefer_ghost_norm`)
 
     explicit: G_i[j] = sum_t a_{i,t,j}^T delta_{i,t} per offset and group
-      (cost B T D p, memory B D p g); norms and sum_i c_i G_i from them;
+      (cost B T D p), made one offset at a time; the norms from them, and
+      sum_i c_i G_i from the kept G if they are no larger than delta
+      (memory B D p g), else as in the ghost case below
+      (`_common.keep_per_example_gradients`);
     ghost norm: ||g_i(W)||^2 = sum_g sum_{t,s} (a_{i,t,g} . a_{i,s,g})
       (delta_{i,t,g} . delta_{i,s,g}) (cost B T^2 (D + p) g); the clipped sum
       is then the layer's own filter gradient for the output gradient
@@ -203,7 +206,8 @@ class ConvRule(registry.LayerRule):
     layer = tap.layer
     call, args, kwargs = (tap.saved["call"], tap.saved["args"],
                           tap.saved["kwargs"])
-    inputs = tf.cast(args[0], output_gradient.dtype)
+    inputs = _common.once_known(output_gradient,
+                                tf.cast(args[0], output_gradient.dtype))
     batch, groups, filters = tf.shape(inputs)[0], layer.groups, layer.filters
     variables = [layer.kernel] + ([layer.bias] if layer.use_bias else [])
     # a_{i,t,j,g}: k^r tensors [B, g, T, C_in/g]; delta_{i,t,g}: [B, g, T, p].
@@ -215,29 +219,58 @@ class ConvRule(registry.LayerRule):
     bias_per_example = ([tf.reduce_sum(output_gradient, axis=list(
         range(1, output_gradient.shape.rank - 1)))] if layer.use_bias else [])
     input_dim = int(layer.kernel.shape[:-1].num_elements())
-    if not positions or not _common.prefer_ghost_norm(
-        positions, input_dim, filters // groups, groups=groups):
-      # G_i[j, g] = a_{i,.,j,g}^T delta_{i,.,g}: one batched matmul per
-      # offset, [B, k^r, g, C_in/g, p] -> the kernel's (*k, C_in/g, C_out)
-      # with output channel o = g p + q.
-      per_offset = tf.stack(chained(
-          views, lambda view: tf.matmul(view, deltas, transpose_a=True)),
-                            axis=1)
-      kernel_per_example = tf.reshape(
-          tf.transpose(per_offset, [0, 1, 3, 2, 4]),
-          tf.concat([[batch], tf.shape(layer.kernel)], 0))
-      return _common.from_per_example(variables,
-                                      [kernel_per_example] + bias_per_example)
-    activation_gram = _patch_gram(views)
-    gradient_gram = tf.matmul(deltas, deltas, transpose_b=True)
-    squared = tf.reduce_sum(activation_gram * gradient_gram, axis=[1, 2, 3])
-    if bias_per_example:
-      squared += _common.per_example_squared_norm(bias_per_example[0])
 
-    def weighted_sum(factors):
+    def filter_gradient(factors):
       return _common.weight_vjp(
           lambda: _common.call_without_activation(layer, call, args,
                                                   kwargs)[0],
           variables, _common.scale_examples(factors, output_gradient))
 
-    return registry.LayerGradients(variables, squared, weighted_sum)
+    if not positions or not _common.prefer_ghost_norm(
+        positions, input_dim, filters // groups, groups=groups):
+      return _explicit(layer, variables, views, deltas, bias_per_example,
+                       filter_gradient,
+                       keep=_common.keep_per_example_gradients(
+                           int(layer.kernel.shape.num_elements()),
+                           output_gradient))
+    activation_gram = _patch_gram(views)
+    gradient_gram = tf.matmul(deltas, deltas, transpose_b=True)
+    squared = tf.reduce_sum(activation_gram * gradient_gram, axis=[1, 2, 3])
+    if bias_per_example:
+      squared += _common.per_example_squared_norm(bias_per_example[0])
+    return registry.LayerGradients(variables, squared, filter_gradient)
+
+
+def _explicit(layer, variables, views, deltas, bias_per_example,
+              filter_gradient, keep: bool) -> registry.LayerGradients:
+  """Norms from explicit per-example gradients, made one offset at a time.
+
+  G_i[j, g] = a_{i,.,j,g}^T delta_{i,.,g} ([B, g, C_in/g, p] per offset j)
+  and ||g_i||^2 = sum_j ||G_i[j]||^2 + ||g_i(b)||^2, so no offset's
+  gradients need outlive its contribution to the norms. With `keep`, the
+  G[j] are kept and sum_i c_i g_i is a weighted reduction of them; otherwise
+  it is `filter_gradient` (the layer's own weight gradient for c . delta),
+  whichever holds less memory until the clip factors are known.
+  """
+  per_offset = lambda view: tf.matmul(view, deltas, transpose_a=True)
+  if not keep:
+    squared = tf.add_n(chained(
+        views, lambda v: _common.per_example_squared_norm(per_offset(v))) +
+                       [_common.per_example_squared_norm(b)
+                        for b in bias_per_example])
+    return registry.LayerGradients(variables, squared, filter_gradient)
+  kernel_per_offset = chained(views, per_offset)
+  squared = tf.add_n([_common.per_example_squared_norm(g)
+                      for g in kernel_per_offset + bias_per_example])
+
+  def weighted_sum(factors):
+    # [k^r, g, C_in/g, p] -> the kernel's (*k, C_in/g, C_out), with output
+    # channel o = g p + q.
+    kernel = tf.stack([_common.weighted_batch_sum(factors, g)
+                       for g in kernel_per_offset])
+    kernel = tf.reshape(tf.transpose(kernel, [0, 2, 1, 3]),
+                        tf.shape(layer.kernel))
+    return [kernel] + [_common.weighted_batch_sum(factors, b)
+                       for b in bias_per_example]
+
+  return registry.LayerGradients(variables, squared, weighted_sum)

@@ -65,7 +65,8 @@ class DepthwiseConvRule(registry.LayerRule):
 
   def gradients(self, tap, output_gradient):
     layer, call = tap.layer, tap.saved["call"]
-    inputs = tf.cast(tap.saved["inputs"], output_gradient.dtype)
+    inputs = _common.once_known(
+        output_gradient, tf.cast(tap.saved["inputs"], output_gradient.dtype))
     batch, rank = tf.shape(inputs)[0], layer.rank
     channels, multiplier = inputs.shape[-1], layer.depth_multiplier
     # The dilated kernel written out with zeros between the taps, size

@@ -19,37 +19,36 @@ class NormalizationRule(registry.LayerRule):
     g_i(gamma) = sum_R delta_i * x_hat_i,     g_i(beta) = sum_R delta_i,
 
   with delta = dL/dy. These are small ([B, channels]) and are materialised.
+
+  The forward pass is the layer's own call, unchanged; x_hat is recomputed
+  from the kept input once delta is known, so it is a short-lived temporary
+  rather than one more activation-sized tensor held from the forward pass
+  to the backward pass.
   """
 
   def forward(self, layer, call, args, kwargs):
-    # x_hat: the layer's own call with the affine part off.
-    with _common.replaced_attributes(layer, gamma=None, beta=None,
-                                     scale=False, center=False):
-      normalized = call(*args, **kwargs)
-    rank = normalized.shape.rank
-    axes = [a % rank for a in tf.nest.flatten(layer.axis)]
-    shape = [1] * rank
-    for axis in axes:
-      shape[axis] = normalized.shape[axis]
-    outputs = normalized
-    if layer.scale:
-      outputs = outputs * tf.cast(tf.reshape(layer.gamma, shape),
-                                  outputs.dtype)
-    if layer.center:
-      outputs = outputs + tf.cast(tf.reshape(layer.beta, shape), outputs.dtype)
+    outputs = call(*args, **kwargs)
     return outputs, registry.Tap(layer, self, outputs, {
-        "normalized": normalized,
-        "summed_axes": [a for a in range(1, rank) if a not in axes]})
+        "call": call, "args": args, "kwargs": kwargs})
 
   def gradients(self, tap, output_gradient):
     layer = tap.layer
-    axes = tap.saved["summed_axes"]
+    call, args, kwargs = (tap.saved["call"], tap.saved["args"],
+                          tap.saved["kwargs"])
+    args = (_common.once_known(output_gradient, args[0]),) + tuple(args[1:])
+    rank = output_gradient.shape.rank
+    axes = [a % rank for a in tf.nest.flatten(layer.axis)]
+    summed_axes = [a for a in range(1, rank) if a not in axes]
     variables, per_example = [], []
     if layer.scale:
+      with _common.replaced_attributes(layer, gamma=None, beta=None,
+                                       scale=False, center=False):
+        normalized = call(*args, **kwargs)
       variables.append(layer.gamma)
       per_example.append(tf.reduce_sum(
-          output_gradient * tap.saved["normalized"], axis=axes))
+          output_gradient * tf.cast(normalized, output_gradient.dtype),
+          axis=summed_axes))
     if layer.center:
       variables.append(layer.beta)
-      per_example.append(tf.reduce_sum(output_gradient, axis=axes))
+      per_example.append(tf.reduce_sum(output_gradient, axis=summed_axes))
     return _common.from_per_example(variables, per_example)

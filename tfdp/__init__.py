@@ -33,10 +33,10 @@ from tfdp import models
 from tfdp import optimizers
 from tfdp import privacy
 from tfdp import robust
+from tfdp import stobatch
 from tfdp.private import make_private
 
 __version__ = "0.1.0"
 
 __all__ = ["callbacks", "clipping", "data", "layers", "models", "optimizers",
-           "privacy", "robust",
-           "make_private"]
+           "privacy", "robust", "stobatch", "make_private"]

@@ -130,10 +130,11 @@ def static_positions(output_gradient: tf.Tensor) -> int:
 def _group_major(tensor: tf.Tensor, groups: int) -> tf.Tensor:
   """[B, T, g n] -> [B, g, T, n]: groups become a batch axis of matmuls.
 
-  Channel c belongs to group c // n, as in Keras' grouped convolution. With
-  g = 1 the transpose only moves a length-1 axis (no data movement).
+  Channel c belongs to group c // n, as in Keras' grouped convolution.
   """
   positions = tensor.shape[1] if tensor.shape[1] is not None else -1
+  if groups == 1:  # A reshape, which never copies (a transpose might).
+    return tf.expand_dims(tensor, 1)
   tensor = tf.reshape(tensor, [tf.shape(tensor)[0], positions, groups,
                                tensor.shape[-1] // groups])
   return tf.transpose(tensor, [0, 2, 1, 3])

@@ -1,8 +1,9 @@
 """Model architectures used by tfdp's experiments and examples."""
 
+from tfdp.models.lenet import lenet5
 from tfdp.models.mlp import mlp
 from tfdp.models.papernot_cnn import papernot_cnn
 from tfdp.models.resnet import resnet18
 from tfdp.models.resnet import wide_resnet
 
-__all__ = ["mlp", "papernot_cnn", "resnet18", "wide_resnet"]
+__all__ = ["lenet5", "mlp", "papernot_cnn", "resnet18", "wide_resnet"]

@@ -77,3 +77,22 @@ def assert_gradients_close(actual: Sequence, expected: Sequence,
     np.testing.assert_allclose(np.asarray(a, np.float64),
                                np.asarray(e, np.float64), rtol=0,
                                atol=(rtol + 1e-7) * max(scale, 1e-12))
+
+
+def assert_fast_engine_matches(model: tf.keras.Model, x, y, loss_fn,
+                               rtol: float = 1e-5,
+                               in_function: bool = True) -> None:
+  """The fast engine's norms and clipped sum equal the per-example oracle.
+
+  The clip norm is the median per-example norm, so that about half the
+  examples are clipped and both branches of min(1, C/||g_i||) count.
+  """
+  from tfdp.clipping import fast  # pylint: disable=g-import-not-at-top
+  expected = per_example_gradients(model, x, y, loss_fn)
+  reference_norms = norms(expected)
+  clip = float(np.median(reference_norms))
+  run = lambda: fast.clipped_gradients(model, x, y, loss_fn, clip)
+  result = tf.function(run)() if in_function else run()
+  assert_allclose_relative(result.norms, reference_norms, rtol)
+  assert_gradients_close(result.gradient_sum, clipped_sum(expected, clip),
+                         rtol)

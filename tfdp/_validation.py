@@ -7,6 +7,8 @@ the allowed range, so that bad input is reported once, at the boundary.
 import math
 from typing import Any, Optional
 
+import numpy as np
+
 
 def _is_number(value: Any) -> bool:
   return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -65,3 +67,20 @@ def check_choice(name: str, value: Any, choices) -> Any:
 def check_optional_positive(name: str, value: Optional[Any]) -> Optional[float]:
   """Like `check_positive`, but lets None through."""
   return None if value is None else check_positive(name, value)
+
+
+def check_float_batch(name: str, value: Any, min_rank: int = 1):
+  """`value` as a non-empty float32 numpy batch [N, ...] of rank >= min_rank.
+
+  Raises:
+    ValueError: naming `name`, for non-floating or empty input, or too low a
+      rank.
+  """
+  array = np.asarray(value)
+  if not np.issubdtype(array.dtype, np.floating):
+    raise ValueError(f"{name} must hold floating-point inputs, got "
+                     f"{array.dtype}")
+  if array.ndim < min_rank or len(array) == 0:
+    raise ValueError(f"{name} must be a non-empty batch [N, ...], got shape "
+                     f"{array.shape}")
+  return array.astype(np.float32)

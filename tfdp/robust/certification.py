@@ -106,13 +106,7 @@ def sample_votes(predict_fn: Callable[[tf.Tensor], Any],
     raise ValueError(f"num_classes must be an integer >= 2, got "
                      f"{num_classes!r}")
   batch_size = _validation.check_positive_int("batch_size", batch_size)
-  x = np.asarray(x)
-  if not np.issubdtype(x.dtype, np.floating):
-    raise ValueError(f"x must hold floating-point inputs, got {x.dtype}")
-  if x.ndim < 1 or len(x) == 0:
-    raise ValueError(f"x must be a non-empty batch [N, ...], got shape "
-                     f"{x.shape}")
-  x = x.astype(np.float32)
+  x = _validation.check_float_batch("x", x)
   counts = np.zeros((len(x), num_classes), dtype=np.int64)
   total = len(x) * num_samples
   for start in range(0, total, batch_size):

@@ -26,17 +26,12 @@ def _check_data(x: Any, y: Any) -> Tuple[np.ndarray, np.ndarray]:
   if isinstance(x, tf.data.Dataset) or isinstance(y, tf.data.Dataset):
     raise ValueError("x and y must be arrays or tensors, not a "
                      "tf.data.Dataset")
-  x = np.asarray(x)
-  if not np.issubdtype(x.dtype, np.floating):
-    raise ValueError(f"x must hold floating-point inputs, got {x.dtype}")
-  if x.ndim < 2 or len(x) == 0:
-    raise ValueError(f"x must be a non-empty batch [N, ...], got shape "
-                     f"{x.shape}")
+  x = _validation.check_float_batch("x", x, min_rank=2)
   labels = adversarial_lib.sparse_labels(np.asarray(y)).numpy()
   if len(labels) != len(x):
     raise ValueError(f"x and y must hold as many examples, got {len(x)} "
                      f"and {len(labels)}")
-  return x.astype(np.float32), labels
+  return x, labels
 
 
 def _mean_over_batches(fn, x: np.ndarray, labels: np.ndarray,

@@ -9,6 +9,13 @@
 * `losses`: `taylor_cross_entropy`, `NoisyTaylorLoss` (functional mechanism
   on the output layer), `combine_benign_adversarial`.
 * `securesgd`: `hgm_sigma` and `HGMNoise` (Heterogeneous Gaussian Mechanism).
+* `replicas`: `replica_strategy` (N GPUs, or N logical CPUs on request).
+* `models`: `build_stobatch_model` (MNIST and CIFAR-10 architectures),
+  `StoBatchNet`, `to_architecture_input`.
+* `trainer`: `FixedBatches` (stochastic batching), `StoBatchTrainer` (one
+  synchronous data-parallel step, checkpoints, TensorBoard), `TrainerConfig`.
+* `evaluation`: `evaluate` (conventional, robust and certified accuracy, the
+  empirical soundness check).
 """
 
 from tfdp.stobatch.budget import ASSUMPTIONS
@@ -26,3 +33,11 @@ from tfdp.stobatch.losses import NoisyTaylorLoss
 from tfdp.stobatch.losses import taylor_cross_entropy
 from tfdp.stobatch.securesgd import hgm_sigma
 from tfdp.stobatch.securesgd import HGMNoise
+from tfdp.stobatch import evaluation
+from tfdp.stobatch.models import build_stobatch_model
+from tfdp.stobatch.models import StoBatchNet
+from tfdp.stobatch.models import to_architecture_input
+from tfdp.stobatch.replicas import replica_strategy
+from tfdp.stobatch.trainer import FixedBatches
+from tfdp.stobatch.trainer import StoBatchTrainer
+from tfdp.stobatch.trainer import TrainerConfig

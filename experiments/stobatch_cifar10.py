@@ -1,0 +1,30 @@
+r"""StoBatch on CIFAR-10: DP and certifiably robust training over N replicas.
+
+The CIFAR-10 architecture of tfdp.stobatch.models ("cifar10": 28x28x3
+inputs, DP conv4x4/2-128, conv5x5-128 concatenated with it, conv5x5-256,
+avgpool, FC-256, FC-10), trained and evaluated as experiments.stobatch_mnist
+does (same flags; training attack sizes up to 0.5 by default).
+
+  python -m experiments.stobatch_cifar10 --gpus=4 --dataset=cifar10 \
+      --data_dir=~/tensorflow_datasets --steps=2000
+  python -m experiments.stobatch_cifar10 --gpus=4 --allow_cpu_replicas \
+      --dataset=digits --steps=2 --batch_size=6 --eval_size=8
+
+CIFAR-10's 32x32 images are centre-cropped to 28x28; other datasets are
+mapped to 28x28x3 by tfdp.stobatch.models.to_architecture_input (digits:
+8x8 grey resized bilinearly to 28x28 and repeated over 3 channels), pixels
+in [-1, 1].
+"""
+
+from absl import app
+
+from experiments import stobatch_mnist
+
+
+def main(argv):
+  del argv
+  stobatch_mnist.run("cifar10", "cifar10")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,87 @@
+"""Flags of the StoBatch experiments (stobatch_mnist, stobatch_cifar10)."""
+
+from absl import flags
+
+GPUS = flags.DEFINE_integer(
+    "gpus", 1,
+    "Replicas N (synchronous data parallel, one fixed batch each per step). "
+    "With fewer GPUs than N the run stops unless --allow_cpu_replicas.")
+ALLOW_CPU_REPLICAS = flags.DEFINE_bool(
+    "allow_cpu_replicas", False,
+    "With fewer GPUs than --gpus, split the CPU into --gpus logical devices "
+    "and run the same N-replica code path there (slow; for tests).")
+DATASET = flags.DEFINE_string(
+    "dataset", None,
+    "digits (scikit-learn's, embedded), mnist or cifar10 (TFDS, prepared in "
+    "--data_dir, never downloaded), or the path of an .npz file with x and "
+    "y. Default: the experiment's own dataset.")
+DATA_DIR = flags.DEFINE_string("data_dir", None,
+                               "TFDS data directory for mnist / cifar10.")
+TEST_FRACTION = flags.DEFINE_float(
+    "test_fraction", 0.2,
+    "Test fraction for digits and .npz files (fixed split by --data_seed).")
+DATA_SEED = flags.DEFINE_integer("data_seed", 0, "Seed of the split.")
+MODE = flags.DEFINE_enum(
+    "mode", "train", ["train", "test"],
+    "train: train (resuming from --checkpoint_dir), then evaluate; test: "
+    "restore the latest checkpoint and evaluate (attacks, certification).")
+STEPS = flags.DEFINE_integer("steps", 500, "Total training steps (>= 0).")
+BATCH_SIZE = flags.DEFINE_integer(
+    "batch_size", 128,
+    "m: examples per fixed batch, one batch per replica per step (and one "
+    "more for adversarial examples); the noise scales use m.")
+EPSILON_AE = flags.DEFINE_float("epsilon_ae", 1.0,
+                                "Budget of the DP auto-encoder (> 0).")
+EPSILON_OUT = flags.DEFINE_float("epsilon_out", 1.0,
+                                 "Budget of the output layer (> 0).")
+LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Adam's rate.")
+ALPHA = flags.DEFINE_float("alpha", 1.5,
+                           "Weight of the adversarial loss (>= 0; 0: none).")
+MAX_ATTACK_SIZE = flags.DEFINE_float(
+    "max_attack_size", None,
+    "Largest training attack size (L-inf, pixels in [-1, 1]); default 1.0 "
+    "for mnist, 0.5 for cifar10.")
+ATTACK_STEPS = flags.DEFINE_integer("attack_steps", 10,
+                                    "Iterations of I-FGSM, MIM, PGD.")
+AUGMENTATION_MULTIPLICITY = flags.DEFINE_integer(
+    "augmentation_multiplicity", 1,
+    "Copies of each training example; anything but 1 is refused (it would "
+    "spend the budget once per copy).")
+SEED = flags.DEFINE_integer("seed", 0,
+                            "Seeds initialisation, batching, attack sizes.")
+NOISE_SEED = flags.DEFINE_integer(
+    "noise_seed", None,
+    "Seeds the Laplace draws. Tests only: a known seed voids the privacy "
+    "guarantee. Default: OS entropy.")
+RESULTS_DIR = flags.DEFINE_string(
+    "results_dir", "runs/stobatch",
+    "Where results.json, results.md, TensorBoard logs and checkpoints go.")
+CHECKPOINT_DIR = flags.DEFINE_string(
+    "checkpoint_dir", None, "Default: RESULTS_DIR/checkpoints.")
+CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", 100,
+                                        "Checkpoint every this many steps.")
+LOG_EVERY = flags.DEFINE_integer("log_every", 10,
+                                 "TensorBoard scalars every this many steps.")
+KAPPAS = flags.DEFINE_list(
+    "kappas", ["0.05", "0.1", "0.2", "0.3"],
+    "Attack sizes for robust and certified accuracy (in --eval_norm, pixels "
+    "in [-1, 1]).")
+EVAL_ATTACKS = flags.DEFINE_list("eval_attacks", ["fgsm", "ifgsm", "mim",
+                                                  "pgd"],
+                                 "Attacks for robust accuracy.")
+EVAL_NORM = flags.DEFINE_enum("eval_norm", "inf", ["inf", "2"],
+                              "Norm of the evaluation attacks and of the "
+                              "certificate.")
+EVAL_ATTACK_STEPS = flags.DEFINE_integer("eval_attack_steps", 10,
+                                         "Iterations of evaluation attacks.")
+EVAL_SIZE = flags.DEFINE_integer("eval_size", 500,
+                                 "Evaluate on the first this many test "
+                                 "examples (all if <= 0).")
+NUM_SAMPLES = flags.DEFINE_integer("num_samples", 100,
+                                   "Monte Carlo noise draws per example.")
+CERT_ALPHA = flags.DEFINE_float("cert_alpha", 0.05,
+                                "Certificates hold w.p. >= 1 - cert_alpha.")
+INFERENCE_NOISE_SCALE = flags.DEFINE_float(
+    "inference_noise_scale", None,
+    "Laplace scale of the fresh input noise at inference (votes); default "
+    "the training input-noise scale.")

@@ -1,0 +1,165 @@
+"""StoBatch trainer: data-parallel equivalence, learning, batching, resume."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfdp import data
+from tfdp.stobatch import evaluation
+from tfdp.stobatch import losses
+from tfdp.stobatch import models
+from tfdp.stobatch import trainer as trainer_lib
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SCRIPT = pathlib.Path(__file__).with_name("trainer_replicas_check.py")
+
+
+def test_four_replicas_and_one_give_the_same_gradients():
+  result = subprocess.run([sys.executable, str(SCRIPT), str(ROOT)],
+                          capture_output=True, text=True, timeout=240)
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = json.loads(result.stdout.strip().splitlines()[-1])
+  assert out["replicas"] == 4
+  assert out["count"] >= 8  # W1, b1, conv2, GroupNorms, fc1, head.
+  # Largest relative difference over the variables: float32 sums in a
+  # different order (~1e-6); another batch moves every gradient by more.
+  assert out["error"] <= 1e-4
+  assert out["moved"] > 1e-3
+
+
+def _trainer(batch_size, config, epsilon=1e5):
+  model, _ = models.build_stobatch_model(
+      "mnist", num_classes=10, epsilon_ae=epsilon, epsilon_out=epsilon,
+      batch_size=batch_size, seed=0, noise_seed=1)
+  return trainer_lib.StoBatchTrainer(model, tf.distribute.get_strategy(),
+                                     config)
+
+
+def _digits():
+  ds = data.load_digits()
+  return models.to_architecture_input(ds.train.x, "mnist"), ds.train.y
+
+
+def _taylor(model, x, y):
+  logits = model(x, training=True)
+  return float(tf.reduce_mean(losses.taylor_cross_entropy(
+      tf.one_hot(y, 10), logits)))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A tiny model trained 12 steps on digits (large epsilons: little noise).
+
+  This checks the mechanics of the step, not the privacy-utility trade-off.
+  """
+  x, y = _digits()
+  config = trainer_lib.TrainerConfig(learning_rate=3e-3, attack_steps=1,
+                                     max_attack_size=0.3, noise_seed=2)
+  trainer = _trainer(48, config)
+  batches = trainer_lib.FixedBatches(x, y, 48, seed=0)
+  before = _taylor(trainer.model, x[:300], y[:300])
+  log_dir = tmp_path_factory.mktemp("tb")
+  history = trainer.fit(batches, 12, log_every=4, log_dir=str(log_dir))
+  after = _taylor(trainer.model, x[:300], y[:300])
+  return trainer, history, before, after, log_dir
+
+
+def test_a_few_steps_lower_the_loss_on_digits(trained):
+  _, history, before, after, log_dir = trained
+  assert after < before - 0.1, (before, after)
+  assert [h["step"] for h in history] == [4, 8, 12]
+  assert set(history[0]) >= {"reconstruction_loss", "benign_loss",
+                             "adversarial_loss", "output_loss",
+                             "benign_accuracy", "adversarial_accuracy"}
+  assert list(log_dir.iterdir())  # TensorBoard events written.
+
+
+def test_evaluation_and_empirical_soundness_on_digits(trained):
+  """No point certified at kappa is flipped by PGD at kappa (with counts).
+
+  L2 attacks and a small inference noise scale, so that some points are
+  certified at these (small) radii; 60 votes per point.
+  """
+  trainer = trained[0]
+  ds = data.load_digits()
+  x = models.to_architecture_input(ds.test.x[:40], "mnist")
+  y = ds.test.y[:40]
+  kappas = [0.002, 0.005]
+  result = evaluation.evaluate(
+      trainer.model, x, y, kappas=kappas, attacks=("fgsm", "pgd"),
+      attack_steps=3, num_samples=60, alpha=0.05, noise_scale=0.3,
+      norm="2")
+  print("soundness counts:", result["soundness"])
+  assert result["sensitivity"] == pytest.approx(28.0)
+  assert result["base_accuracy"] > 0.2
+  for kappa in ("0.002", "0.005"):
+    counts = result["soundness"][kappa]
+    assert counts["flipped"] == 0, result["soundness"]
+    assert 0 <= result["certified_accuracy"][kappa] <= (
+        result["conventional_accuracy"])
+    for attack in ("fgsm", "pgd"):
+      assert result["robust_accuracy"][attack][kappa] <= (
+          result["conventional_accuracy"])
+  assert result["soundness"]["0.002"]["certified"] > 0
+  assert (result["soundness"]["0.005"]["certified"]
+          <= result["soundness"]["0.002"]["certified"])
+
+
+def test_checkpoint_resume_continues_the_run(tmp_path):
+  x, y = _digits()
+  config = trainer_lib.TrainerConfig(attacks=(), noise_seed=2)
+  first = _trainer(48, config)
+  batches = trainer_lib.FixedBatches(x, y, 48, seed=0)
+  first.fit(batches, 3, checkpoint_dir=str(tmp_path), checkpoint_every=2)
+  assert tf.train.latest_checkpoint(str(tmp_path)).endswith("-3")
+  # A new run (different noise seed) restores weights, noise and step.
+  resumed = _trainer(48, trainer_lib.TrainerConfig(attacks=(),
+                                                   noise_seed=9))
+  history = resumed.fit(batches, 4, checkpoint_dir=str(tmp_path),
+                        log_every=1)
+  assert [h["step"] for h in history] == [4]
+  np.testing.assert_array_equal(resumed.taylor_loss.chi1.numpy(),
+                                first.taylor_loss.chi1.numpy())
+  np.testing.assert_array_equal(
+      resumed.model.autoencoder.input_noise.noise.numpy(),
+      first.model.autoencoder.input_noise.noise.numpy())
+
+
+def test_fixed_batches_are_disjoint_and_deterministic():
+  x = np.arange(50, dtype=np.float32).reshape(50, 1)
+  batches = trainer_lib.FixedBatches(x, np.zeros(50), 8, seed=0)
+  assert batches.num_batches == 6
+  seen = np.concatenate([batches.batch(b)[0][:, 0] for b in range(6)])
+  assert len(set(seen.tolist())) == 48
+  assert batches.draw(5, 4) == batches.draw(5, 4)
+  assert len(set(batches.draw(5, 6))) == 6
+  xb, _, xa, _ = batches.step_data(3, 2)
+  assert xb.shape == (16, 1) and not set(xb[:, 0]) & set(xa[:, 0])
+  with pytest.raises(ValueError, match="distinct fixed batches"):
+    batches.draw(0, 7)
+
+
+def test_refuses_augmentation_copies():
+  with pytest.raises(ValueError, match="augmentation_multiplicity"):
+    trainer_lib.FixedBatches(np.zeros((10, 1)), np.zeros(10), 2,
+                             augmentation_multiplicity=2)
+
+
+def test_privacy_statement_states_the_assumptions():
+  trainer = _trainer(48, trainer_lib.TrainerConfig(attacks=()), epsilon=1.0)
+  statement = trainer.privacy_statement()
+  assert trainer.epsilon == 2.0
+  assert "epsilon_ae + epsilon_out" in statement
+  assert "disjoint batches" in statement
+
+
+def test_config_validation():
+  with pytest.raises(ValueError, match="attacks"):
+    trainer_lib.TrainerConfig(attacks=("fgsm",))
+  with pytest.raises(ValueError, match="alpha"):
+    trainer_lib.TrainerConfig(alpha=-1.0)

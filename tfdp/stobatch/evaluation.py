@@ -1,0 +1,220 @@
+"""Evaluating a StoBatch model: accuracy, robust accuracy, certified accuracy.
+
+The deployed classifier is the *noisy* one: ``f(x + chi)``, chi ~ Lap(b)
+per input coordinate, drawn afresh at every forward pass, where ``f`` is the
+trained network with its first layer's input noise switched off (its hidden
+noise keeps the fixed training draw, a constant offset; the other layers are
+per-example, GroupNorm included). Its prediction at x is the expected vote
+``argmax_k P(vote = k | x)``, estimated by Monte Carlo over `num_samples`
+draws (`tfdp.robust.certification.sample_votes`).
+
+Certificate (PixelDP, Laplace; derivation in docs/certification.md and
+docs/stobatch.md): an attack of size kappa in the L-p norm moves x by at
+most ``kappa d^(1 - 1/p)`` in L1 (d input coordinates: d for L-inf,
+sqrt(d) for L2, 1 for L1), so the vote is ``eps = kappa Delta / b``-DP with
+``Delta = d^(1 - 1/p)`` and the expected vote cannot change while
+``p1 > exp(2 eps) p2``, with p1, p2 the simultaneous Clopper-Pearson bounds
+(`class_probability_bounds`, Bonferroni over classes, confidence 1 - alpha):
+radius ``b ln(p1 / p2) / (2 Delta)`` (`laplace_radius`). The noise scale b
+defaults to the model's training input-noise scale; any b is sound as long
+as the votes use it.
+
+Attacks (cleverhans, untargeted, on the true label) are crafted against the
+deterministic ``f`` (exact gradients; the noise would only blur them) and
+judged by the noisy classifier's vote: robust accuracy at kappa counts the
+points whose votes are right both clean and attacked. The empirical
+soundness check counts, per kappa, the points certified at kappa and those
+among them whose PGD example at kappa changes the vote prediction (should be
+0 up to Monte Carlo error on the attacked vote).
+"""
+
+import contextlib
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tfdp import _validation
+from tfdp.privacy import mechanisms
+from tfdp.robust import certification
+from tfdp.stobatch import models as sb_models
+from tfdp.stobatch import trainer as sb_trainer
+
+EVAL_ATTACKS = ("fgsm", "ifgsm", "mim", "pgd")
+NORMS = ("inf", "2", "1")
+
+
+@contextlib.contextmanager
+def _noise_modes(model: sb_models.StoBatchNet, input_mode: str,
+                 hidden_mode: str):
+  """Sets the first layer's inference noise modes while a call is traced."""
+  ae = model.autoencoder
+  saved = (ae.input_noise.inference_noise, ae.hidden_noise.inference_noise)
+  ae.input_noise.inference_noise = input_mode
+  ae.hidden_noise.inference_noise = hidden_mode
+  try:
+    yield
+  finally:
+    ae.input_noise.inference_noise, ae.hidden_noise.inference_noise = saved
+
+
+def base_fn(model: sb_models.StoBatchNet) -> Callable[[tf.Tensor], tf.Tensor]:
+  """f: the network without input noise, fixed hidden noise (a tf.function)."""
+
+  @tf.function
+  def fn(x):
+    with _noise_modes(model, "none", "fixed"):
+      return model(x, training=False)
+
+  return fn
+
+
+def noisy_fn(model: sb_models.StoBatchNet,
+             scale: float) -> Callable[[tf.Tensor], tf.Tensor]:
+  """``x -> f(x + chi)``, chi ~ Lap(scale) fresh per coordinate and call."""
+  scale = _validation.check_positive("scale", scale)
+  f = base_fn(model)
+
+  @tf.function
+  def fn(x):
+    chi = mechanisms.laplace_noise(tf.shape(x), l1_sensitivity=scale,
+                                   epsilon=1.0, dtype=x.dtype)
+    return f(x + chi)
+
+  return fn
+
+
+def l1_sensitivity(input_shape: Sequence[int], norm: str) -> float:
+  """``Delta = d^(1 - 1/p)``: L1 change per unit attack in the L-p norm."""
+  _validation.check_choice("norm", norm, NORMS)
+  d = int(np.prod(input_shape))
+  return {"inf": float(d), "2": float(np.sqrt(d)), "1": 1.0}[norm]
+
+
+def _vote_predictions(fn, x, num_samples, num_classes, batch_size):
+  counts = certification.sample_votes(fn, x, num_samples, num_classes,
+                                      batch_size=batch_size)
+  return counts, np.argmax(counts, axis=-1)
+
+
+def _attack_fn(name, model_fn, steps, clip_min, clip_max, norm):
+  # One trace per attack (and batch shape): the size is a tensor.
+  return tf.function(lambda xb, yb, s: sb_trainer.craft(
+      name, model_fn, xb, yb, s, steps, clip_min, clip_max, norm))
+
+
+def _attack(fn, x, y, size, batch_size):
+  out = []
+  for start in range(0, len(x), batch_size):
+    out.append(fn(tf.constant(x[start:start + batch_size]),
+                  tf.constant(y[start:start + batch_size]),
+                  tf.constant(size, tf.float32)).numpy())
+  return np.concatenate(out)
+
+
+def evaluate(model: sb_models.StoBatchNet, x: Any, y: Any, *,
+             kappas: Sequence[float],
+             attacks: Sequence[str] = EVAL_ATTACKS,
+             attack_steps: int = 10, num_samples: int = 100,
+             alpha: float = 0.05, noise_scale: Optional[float] = None,
+             norm: str = "inf", clip_min: float = -1.0,
+             clip_max: float = 1.0, batch_size: int = 500,
+             vote_batch_size: int = 500) -> Dict[str, Any]:
+  """Conventional, robust and certified accuracy, and the soundness check.
+
+  Args:
+    model: A trained `StoBatchNet`.
+    x: Inputs [N, ...] in the architecture's range [clip_min, clip_max].
+    y: Integer labels [N].
+    kappas: Attack sizes for robust accuracy, certified accuracy and the
+      soundness check (each > 0), in the `norm`.
+    attacks: Subset of ("fgsm", "ifgsm", "mim", "pgd"); "pgd" is needed for
+      the soundness check.
+    attack_steps: Iterations of the iterative attacks.
+    num_samples: Monte Carlo noise draws per example.
+    alpha: The certificate holds with probability >= 1 - alpha per example.
+    noise_scale: Laplace scale b of the inference noise; default the
+      model's training input-noise scale.
+    norm: "inf", "2" or "1" (attacks: "inf" or "2").
+    clip_min: Lowest valid input.
+    clip_max: Highest valid input.
+    batch_size: Examples attacked at once.
+    vote_batch_size: Rows per forward pass when voting.
+
+  Returns:
+    A JSON-ready dict: ``conventional_accuracy``, ``base_accuracy`` (f,
+    no input noise), ``robust_accuracy[attack][kappa]``,
+    ``certified_accuracy[kappa]``, ``soundness[kappa] = {"certified": n,
+    "flipped": k}``, ``median_radius`` and the settings (``noise_scale``,
+    ``sensitivity``, ``norm``, ``num_samples``, ``alpha``, ``examples``).
+    Kappas are keyed by ``f"{kappa:g}"``.
+
+  Raises:
+    ValueError: on an argument out of range.
+  """
+  x = np.asarray(x, np.float32)
+  y = np.asarray(y, np.int64)
+  if len(x) == 0 or len(x) != len(y):
+    raise ValueError(f"x and y must be non-empty and of one length, got "
+                     f"{len(x)} and {len(y)}")
+  kappas = [_validation.check_positive("kappas", k) for k in kappas]
+  for attack in attacks:
+    _validation.check_choice("attacks", attack, EVAL_ATTACKS)
+  _validation.check_choice("norm", norm, NORMS)
+  if attacks and norm == "1":
+    raise ValueError("norm must be 'inf' or '2' when attacks are run "
+                     "(cleverhans has no L1 PGD)")
+  attack_steps = _validation.check_positive_int("attack_steps", attack_steps)
+  num_samples = _validation.check_positive_int("num_samples", num_samples)
+  scale = (model.autoencoder.input_noise_scale if noise_scale is None
+           else _validation.check_positive("noise_scale", noise_scale))
+  k = model.num_classes
+  sensitivity = l1_sensitivity(x.shape[1:], norm)
+  f = base_fn(model)
+  noisy = noisy_fn(model, scale)
+
+  base_pred = np.concatenate([
+      np.argmax(f(tf.constant(x[i:i + batch_size])).numpy(), -1)
+      for i in range(0, len(x), batch_size)])
+  counts, pred = _vote_predictions(noisy, x, num_samples, k, vote_batch_size)
+  correct = pred == y
+  top, p1, p2 = certification.class_probability_bounds(counts, alpha)
+  radius = certification.laplace_radius(p1, p2, sensitivity, scale)
+  key = [f"{kappa:g}" for kappa in kappas]
+  certified_acc = certification.certified_accuracy(top == y, radius, kappas)
+
+  robust: Dict[str, Dict[str, float]] = {}
+  soundness: Dict[str, Dict[str, int]] = {}
+  for attack in attacks:
+    robust[attack] = {}
+    fn = _attack_fn(attack, f, attack_steps, clip_min, clip_max, norm)
+    for kappa, name in zip(kappas, key):
+      x_adv = _attack(fn, x, y, kappa, batch_size)
+      _, adv_pred = _vote_predictions(noisy, x_adv, num_samples, k,
+                                      vote_batch_size)
+      robust[attack][name] = float(np.mean(correct & (adv_pred == y)))
+      if attack == "pgd":
+        certified = radius > kappa
+        soundness[name] = {
+            "certified": int(np.sum(certified)),
+            "flipped": int(np.sum(certified & (adv_pred != top))),
+        }
+  return {
+      "conventional_accuracy": float(np.mean(correct)),
+      "base_accuracy": float(np.mean(base_pred == y)),
+      "robust_accuracy": robust,
+      "certified_accuracy": {n: float(a) for n, a in zip(key,
+                                                         certified_acc)},
+      "soundness": soundness,
+      "median_radius": float(np.median(radius)),
+      "noise_scale": float(scale),
+      "sensitivity": float(sensitivity),
+      "norm": norm,
+      "num_samples": num_samples,
+      "alpha": float(alpha),
+      "examples": int(len(x)),
+  }
+
+
+__all__ = ["EVAL_ATTACKS", "base_fn", "evaluate", "l1_sensitivity",
+           "noisy_fn"]

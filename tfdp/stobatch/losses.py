@@ -27,6 +27,25 @@ epsilon_out)``, ``Delta3 = 2 E``, both drawn once, i.e.
 
     L~(W') = L(W') + sum_{e,k} W'_ek chi1_ek + 1/8 sum_k W'_k^T chi2 W'_k.
 
+A noisy quadratic form need not be positive: ``lambda2 + chi2`` is
+indefinite as soon as the noise outweighs the data (at m = 48 and epsilon_out
+= 1 the loss reached -160 in six steps), and then ``L~`` has no minimum and
+training runs off to -infinity. As the functional mechanism does (Zhang et
+al., VLDB 2012, "regularisation" and "spectral trimming"), we repair the
+*released* noisy coefficient rather than the noise: with ``M`` the symmetric
+part of ``lambda2 + chi2`` and ``M = Q diag(mu) Q^T``, the quadratic term uses
+
+    M+ = Q diag(max(mu, c)) Q^T,      c = min_curvature >= 0,
+
+i.e. ``L~`` gains ``1/8 sum_k W'_k^T P W'_k`` with ``P = Q diag(max(c - mu,
+0)) Q^T``. ``P`` is a function of the noisy coefficient only (post-processing,
+no privacy cost), is computed with the gradient stopped, and vanishes when
+the noisy form already has curvature >= c everywhere. With ``c > 0`` the loss
+is strongly convex in ``W'`` and bounded below. Under replicas, ``lambda2``
+is first averaged over them (the coefficient of the global batch, whose
+sensitivity is no larger), so N replicas and one replica holding their N
+batches give the same loss.
+
 Caveats, stated rather than hidden:
 
 * ``Delta3 = 2 |h_pi|`` is the paper's value, taken as given. A direct L1
@@ -96,9 +115,11 @@ class NoisyTaylorLoss(tf.Module):
   ``b3 = Delta3 / (m epsilon_out)`` drawn once (non-trainable variables,
   checkpointed with the module), and computes
 
-      L~ = (1/m) sum_i T(z_i, y_i) + sum W' * chi1 + 1/8 sum_k W'_k^T chi2 W'_k
+      L~ = sum_i w_i T(z_i, y_i) + sum W' * chi1 + 1/8 sum_k W'_k^T chi2 W'_k
+           + 1/8 sum_k W'_k^T P W'_k
 
-  with ``z = h W + b``, ``W' = [W; b]`` (see the module docstring).
+  with ``z = h W + b``, ``W' = [W; b]``, example weights ``w_i`` (``1/m``
+  by default) and ``P`` the curvature floor (see the module docstring).
 
   Example:
 
@@ -115,14 +136,17 @@ class NoisyTaylorLoss(tf.Module):
     epsilon_out: The output layer's budget, > 0.
     delta3: The sensitivity; default ``2 E`` (the paper's Delta3).
     use_bias: Whether the output layer has a bias (adds the constant feature).
+    min_curvature: c >= 0, the least eigenvalue the noisy quadratic
+      coefficient is raised to (0 only removes negative curvature, which can
+      leave the loss unbounded along flat directions).
     seed: Optional int >= 0 making the draw deterministic.
     name: Module name.
   """
 
   def __init__(self, hidden_width: int, num_classes: int, batch_size: int,
                epsilon_out: float, delta3: Optional[float] = None,
-               use_bias: bool = True, seed: Optional[int] = None,
-               name: Optional[str] = None):
+               use_bias: bool = True, min_curvature: float = 0.1,
+               seed: Optional[int] = None, name: Optional[str] = None):
     super().__init__(name=name)
     self.hidden_width = _validation.check_positive_int("hidden_width",
                                                        hidden_width)
@@ -136,6 +160,8 @@ class NoisyTaylorLoss(tf.Module):
     if not isinstance(use_bias, bool):
       raise ValueError(f"use_bias must be True or False, got {use_bias!r}")
     self.use_bias = use_bias
+    self.min_curvature = _validation.check_non_negative("min_curvature",
+                                                        min_curvature)
     if seed is not None:
       _validation.check_non_negative_int("seed", seed)
     self.seed = seed
@@ -180,24 +206,74 @@ class NoisyTaylorLoss(tf.Module):
     return (tf.reduce_sum(w * chi1)
             + 0.125 * tf.reduce_sum(w * tf.matmul(chi2, w)))
 
+  def augmented_hidden(self, hidden: tf.Tensor) -> tf.Tensor:
+    """``h' = [h, 1]`` ([batch, E+1]), or ``h`` without a bias."""
+    if self.use_bias:
+      return tf.concat([hidden, tf.ones_like(hidden[:, :1])], axis=1)
+    return hidden
+
+  def curvature_floor(self, hidden: tf.Tensor,
+                      example_weights: tf.Tensor) -> tf.Tensor:
+    """``P = Q diag(max(c - mu, 0)) Q^T`` for the noisy coefficient ``M``.
+
+    ``M = Q diag(mu) Q^T`` is the symmetric part of ``lambda2 + chi2`` with
+    ``lambda2 = sum_i w_i h'_i h'_i^T``, averaged over replicas when called
+    in a replica context. Gradient stopped.
+
+    Args:
+      hidden: h, [batch, E].
+      example_weights: w, [batch].
+
+    Returns:
+      P, [E+1, E+1] (or [E, E] without a bias).
+    """
+    hidden = tf.stop_gradient(self.augmented_hidden(hidden))
+    lambda2 = tf.matmul(hidden * example_weights[:, None], hidden,
+                        transpose_a=True)
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+      lambda2 = context.all_reduce(tf.distribute.ReduceOp.MEAN, lambda2)
+    chi2 = tf.cast(self.chi2, lambda2.dtype)
+    noisy = lambda2 + 0.5 * (chi2 + tf.transpose(chi2))
+    mu, q = tf.linalg.eigh(noisy)
+    lift = tf.nn.relu(tf.cast(self.min_curvature, mu.dtype) - mu)
+    return tf.stop_gradient(tf.matmul(q * lift[None, :], q,
+                                      transpose_b=True))
+
   def __call__(self, y_true: tf.Tensor, hidden: tf.Tensor, kernel: tf.Tensor,
-               bias: Optional[tf.Tensor] = None) -> tf.Tensor:
-    """The noisy batch loss L~ (scalar).
+               bias: Optional[tf.Tensor] = None,
+               example_weights: Optional[tf.Tensor] = None) -> tf.Tensor:
+    """The noisy batch loss L~ (scalar), with the curvature floor.
 
     Args:
       y_true: One-hot labels, [batch, K].
       hidden: The clipped last hidden layer h, [batch, E].
       kernel: W, [E, K].
       bias: b, [K] (required when ``use_bias``).
+      example_weights: ``w_i >= 0`` summing to 1, [batch]; default ``1 /
+        batch``. Each must be at most ``1 / m`` for ``Delta3`` to hold (the
+        caller's duty; StoBatch's ``(L_benign + alpha L_adv) / (1 + alpha)``
+        over two batches of m gives ``1 / ((1 + alpha) m)`` and ``alpha /
+        ((1 + alpha) m)``).
 
     Returns:
-      ``mean_i T(h_i W + b, y_i) + noise_term(W, b)``.
+      ``sum_i w_i T(h_i W + b, y_i) + noise_term(W, b)
+      + 1/8 sum_k W'_k^T P W'_k``.
     """
     kernel = tf.convert_to_tensor(kernel)
-    logits = tf.matmul(tf.cast(hidden, kernel.dtype), kernel)
+    hidden = tf.cast(hidden, kernel.dtype)
+    logits = tf.matmul(hidden, kernel)
     if self.use_bias:
       if bias is None:
         raise ValueError("bias is required when use_bias=True")
       logits = logits + tf.cast(bias, kernel.dtype)
-    exact = tf.reduce_mean(taylor_cross_entropy(y_true, logits))
-    return exact + self.noise_term(kernel, bias)
+    if example_weights is None:
+      rows = tf.cast(tf.shape(hidden)[0], kernel.dtype)
+      example_weights = tf.ones_like(logits[:, 0]) / rows
+    example_weights = tf.cast(example_weights, kernel.dtype)
+    exact = tf.reduce_sum(example_weights
+                          * taylor_cross_entropy(y_true, logits))
+    w = self.augmented_weights(kernel, bias)
+    floor = self.curvature_floor(hidden, example_weights)
+    return (exact + self.noise_term(kernel, bias)
+            + 0.125 * tf.reduce_sum(w * tf.matmul(floor, w)))

@@ -19,8 +19,10 @@ training set shuffled once into fixed disjoint batches of m examples
      ``kappa ~ U(0, max_attack_size)`` per step (the same on every replica),
      in pixel units of inputs in [clip_min, clip_max];
    * ``L_out = (L~_benign + alpha L~_adv) / (1 + alpha)`` with L~ the noisy
-     Taylor loss of the output layer (`NoisyTaylorLoss`; its noise term is
-     the same in both and so counts once).
+     Taylor loss of the output layer (`NoisyTaylorLoss`), computed as one
+     loss with example weights ``1 / ((1 + alpha) m)`` (benign) and
+     ``alpha / ((1 + alpha) m)`` (adversarial): its noise and its curvature
+     floor act once, on the combined coefficients.
 
 3. Gradients: W1 and its bias get ``d L_ae`` only, every other variable
    ``d L_out`` only (the output loss does not train the first layer, whose
@@ -140,6 +142,8 @@ class TrainerConfig:
     seed: Seeds the per-step attack sizes.
     noise_seed: Seeds the output loss's Laplace draws, tests only (None: OS
       entropy; a known seed voids the guarantee).
+    min_curvature: The output loss's curvature floor c >= 0
+      (`NoisyTaylorLoss`).
   """
   learning_rate: float = 1e-3
   alpha: float = 1.5
@@ -150,6 +154,7 @@ class TrainerConfig:
   clip_max: float = 1.0
   seed: int = 0
   noise_seed: Optional[int] = None
+  min_curvature: float = 0.1
 
   def __post_init__(self):
     _validation.check_positive("learning_rate", self.learning_rate)
@@ -164,6 +169,7 @@ class TrainerConfig:
       raise ValueError(f"clip_min must be < clip_max, got {self.clip_min} "
                        f"and {self.clip_max}")
     _validation.check_non_negative_int("seed", self.seed)
+    _validation.check_non_negative("min_curvature", self.min_curvature)
 
 
 def craft(name: str, model_fn, x, labels, size, steps: int, clip_min,
@@ -257,6 +263,23 @@ def adversarial_batch(model: tf.keras.Model, x: tf.Tensor, labels: tf.Tensor,
   return tf.stop_gradient(tf.concat(xs, 0)), tf.concat(ys, 0)
 
 
+def _uniform_weights(rows: tf.Tensor, total: float) -> tf.Tensor:
+  """`total` spread evenly over the rows of `rows`."""
+  count = tf.cast(tf.shape(rows)[0], rows.dtype)
+  return tf.fill(tf.shape(rows)[:1], tf.cast(total, rows.dtype) / count)
+
+
+def _taylor_metrics(prefix: str, logits: tf.Tensor, labels: tf.Tensor,
+                    num_classes: int) -> Dict[str, tf.Tensor]:
+  """The batch's noise-free Taylor loss and accuracy (for logging)."""
+  return {
+      f"{prefix}_loss": tf.reduce_mean(sb_losses.taylor_cross_entropy(
+          tf.one_hot(labels, num_classes), logits)),
+      f"{prefix}_accuracy": tf.reduce_mean(tf.cast(
+          tf.equal(tf.argmax(logits, -1), labels), tf.float32)),
+  }
+
+
 class StoBatchTrainer:
   """Trains a `StoBatchNet` with StoBatch's losses under a strategy.
 
@@ -285,7 +308,7 @@ class StoBatchTrainer:
           hidden_width=model.hidden_width, num_classes=model.num_classes,
           batch_size=self.budget.batch_size,
           epsilon_out=self.budget.epsilon_out,
-          seed=sb_models.secret_seed(config.noise_seed), name="taylor_loss")
+          min_curvature=config.min_curvature, seed=sb_models.secret_seed(config.noise_seed), name="taylor_loss")
       self.optimizer = tf.keras.optimizers.Adam(config.learning_rate)
       self.optimizer.build(model.trainable_variables)
     self._variables = (list(model.autoencoder_variables)
@@ -320,23 +343,24 @@ class StoBatchTrainer:
           x, training=True))
       hb = model.hidden(x, training=True)
       kernel, bias = model.head.kernel, model.head.bias
-      benign = self.taylor_loss(tf.one_hot(y, k), hb, kernel, bias)
-      logits_b = model.head(hb)
-      metrics = {
-          "reconstruction_loss": rec,
-          "benign_loss": benign,
-          "benign_accuracy": tf.reduce_mean(tf.cast(
-              tf.equal(tf.argmax(logits_b, -1), y), tf.float32)),
-      }
+      metrics = {"reconstruction_loss": rec}
+      metrics.update(_taylor_metrics("benign", model.head(hb), y, k))
       if adversarial:
         ha = model.hidden(x_adv, training=True)
-        adv = self.taylor_loss(tf.one_hot(y_adv, k), ha, kernel, bias)
-        out = sb_losses.combine_benign_adversarial(benign, adv, config.alpha)
-        metrics["adversarial_loss"] = adv
-        metrics["adversarial_accuracy"] = tf.reduce_mean(tf.cast(
-            tf.equal(tf.argmax(model.head(ha), -1), y_adv), tf.float32))
+        metrics.update(_taylor_metrics("adversarial", model.head(ha), y_adv,
+                                       k))
+        # (L_benign + alpha L_adv) / (1 + alpha) as one weighted loss, so
+        # the noise and the curvature floor act once on the combined
+        # coefficients (tfdp.stobatch.losses).
+        hidden = tf.concat([hb, ha], 0)
+        labels = tf.concat([y, y_adv], 0)
+        weights = tf.concat([
+            _uniform_weights(hb, 1.0 / (1.0 + config.alpha)),
+            _uniform_weights(ha, config.alpha / (1.0 + config.alpha))], 0)
       else:
-        out = benign
+        hidden, labels, weights = hb, y, _uniform_weights(hb, 1.0)
+      out = self.taylor_loss(tf.one_hot(labels, k), hidden, kernel, bias,
+                             example_weights=weights)
       metrics["output_loss"] = out
     ae_vars, up_vars = model.autoencoder_variables, model.upper_variables
     grads = (tape.gradient(rec, ae_vars) + tape.gradient(out, up_vars))

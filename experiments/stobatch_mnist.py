@@ -23,17 +23,18 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Sequence
 
 from absl import app
 
 from experiments import _report
 from flags import stobatch as sb_flags
 
-_DEFAULT_ATTACK_SIZE = {"mnist": 1.0, "cifar10": 0.5}
+_DEFAULT_ATTACK_SIZE = {"mnist": 1.0, "cifar10": 0.5, "tinyimagenet": 0.1}
 
 
-def _load(dataset: str):
+def load_dataset(dataset: str):
+  """--dataset (digits, mnist, cifar10, tinyimagenet, .npz) per the flags."""
   # pylint: disable=g-import-not-at-top
   from tfdp import data
   # pylint: enable=g-import-not-at-top
@@ -42,11 +43,18 @@ def _load(dataset: str):
                             seed=sb_flags.DATA_SEED.value)
   if dataset in ("mnist", "cifar10"):
     return data.load_tfds(dataset, data_dir=sb_flags.DATA_DIR.value)
+  if dataset == "tinyimagenet":
+    if not sb_flags.DATA_DIR.value:
+      raise app.UsageError("--dataset=tinyimagenet needs --data_dir, the "
+                           "tiny-imagenet-200 folder")
+    return data.load_tiny_imagenet(sb_flags.DATA_DIR.value,
+                                   num_classes=sb_flags.NUM_CLASSES.value,
+                                   max_per_class=sb_flags.MAX_PER_CLASS.value)
   if dataset.endswith(".npz"):
     return data.load_npz(dataset, test_fraction=sb_flags.TEST_FRACTION.value,
                          seed=sb_flags.DATA_SEED.value)
-  raise app.UsageError(f"--dataset must be digits, mnist, cifar10 or an "
-                       f".npz path, got {dataset!r}")
+  raise app.UsageError(f"--dataset must be digits, mnist, cifar10, "
+                       f"tinyimagenet or an .npz path, got {dataset!r}")
 
 
 def run(architecture: str, default_dataset: str) -> Dict[str, Any]:
@@ -67,9 +75,10 @@ def run(architecture: str, default_dataset: str) -> Dict[str, Any]:
   # pylint: enable=g-import-not-at-top
 
   dataset = sb_flags.DATASET.value or default_dataset
-  ds = _load(dataset)
-  x_train = models.to_architecture_input(ds.train.x, architecture)
-  x_test = models.to_architecture_input(ds.test.x, architecture)
+  ds = load_dataset(dataset)
+  side = sb_flags.INPUT_SIDE.value
+  x_train = models.to_architecture_input(ds.train.x, architecture, side=side)
+  x_test = models.to_architecture_input(ds.test.x, architecture, side=side)
   if sb_flags.EVAL_SIZE.value > 0:
     x_test = x_test[:sb_flags.EVAL_SIZE.value]
   y_test = ds.test.y[:len(x_test)]
@@ -83,13 +92,15 @@ def run(architecture: str, default_dataset: str) -> Dict[str, Any]:
         epsilon_ae=sb_flags.EPSILON_AE.value,
         epsilon_out=sb_flags.EPSILON_OUT.value,
         batch_size=sb_flags.BATCH_SIZE.value, channels=x_train.shape[-1],
-        seed=sb_flags.SEED.value, noise_seed=sb_flags.NOISE_SEED.value)
+        seed=sb_flags.SEED.value, noise_seed=sb_flags.NOISE_SEED.value,
+        side=side, weights_path=sb_flags.WEIGHTS_PATH.value)
   max_attack = (sb_flags.MAX_ATTACK_SIZE.value
                 or _DEFAULT_ATTACK_SIZE[architecture])
   config = trainer_lib.TrainerConfig(
       learning_rate=sb_flags.LEARNING_RATE.value, alpha=sb_flags.ALPHA.value,
       max_attack_size=max_attack, attack_steps=sb_flags.ATTACK_STEPS.value,
-      seed=sb_flags.SEED.value, noise_seed=sb_flags.NOISE_SEED.value)
+      seed=sb_flags.SEED.value, noise_seed=sb_flags.NOISE_SEED.value,
+      min_curvature=sb_flags.MIN_CURVATURE.value)
   trainer = trainer_lib.StoBatchTrainer(model, strategy, config)
 
   results_dir = sb_flags.RESULTS_DIR.value
@@ -123,16 +134,7 @@ def run(architecture: str, default_dataset: str) -> Dict[str, Any]:
       alpha=sb_flags.CERT_ALPHA.value,
       noise_scale=sb_flags.INFERENCE_NOISE_SCALE.value,
       norm=sb_flags.EVAL_NORM.value)
-  with tf.summary.create_file_writer(log_dir).as_default(step=step):
-    tf.summary.scalar("eval/conventional_accuracy",
-                      result["conventional_accuracy"])
-    for kappa, value in result["certified_accuracy"].items():
-      tf.summary.scalar(f"eval/certified_accuracy/kappa_{kappa}", value)
-    for attack, by_kappa in result["robust_accuracy"].items():
-      for kappa, value in by_kappa.items():
-        tf.summary.scalar(f"eval/robust_accuracy/{attack}/kappa_{kappa}",
-                          value)
-    tf.summary.scalar("privacy/epsilon", budget.epsilon)
+  write_summaries(log_dir, step, result, budget.epsilon)
 
   output = {
       "experiment": f"stobatch_{architecture}",
@@ -154,23 +156,39 @@ def run(architecture: str, default_dataset: str) -> Dict[str, Any]:
       "history": history[-5:],
       "evaluation": result,
   }
-  _report.write_json(os.path.join(results_dir, "results.json"), output)
-  with open(os.path.join(results_dir, "results.md"), "w") as f:
-    f.write(_markdown(output))
-  print(json.dumps({k: output[k] for k in ("replicas", "steps", "epsilon")}))
-  print(_markdown(output))
+  write_outputs(results_dir, output, _markdown(output),
+                ("replicas", "steps", "epsilon"))
   return output
 
 
-def _devices(strategy):
-  try:
-    return list(strategy.extended.worker_devices)
-  except RuntimeError:  # The default strategy: one replica, default device.
-    return ["default"]
+def write_outputs(results_dir: str, output: Dict[str, Any], markdown: str,
+                  headline: Sequence[str]) -> None:
+  """Writes results.json and results.md; prints the headline and the table."""
+  _report.write_json(os.path.join(results_dir, "results.json"), output)
+  with open(os.path.join(results_dir, "results.md"), "w") as f:
+    f.write(markdown)
+  print(json.dumps({k: output[k] for k in headline}))
+  print(markdown)
 
 
-def _markdown(output: Dict[str, Any]) -> str:
-  result = output["evaluation"]
+def write_summaries(log_dir: str, step: int, result: Dict[str, Any],
+                    epsilon: float) -> None:
+  """TensorBoard scalars of an evaluation result and the epsilon."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  with tf.summary.create_file_writer(log_dir).as_default(step=step):
+    tf.summary.scalar("eval/conventional_accuracy",
+                      result["conventional_accuracy"])
+    for kappa, value in result["certified_accuracy"].items():
+      tf.summary.scalar(f"eval/certified_accuracy/kappa_{kappa}", value)
+    for attack, by_kappa in result["robust_accuracy"].items():
+      for kappa, value in by_kappa.items():
+        tf.summary.scalar(f"eval/robust_accuracy/{attack}/kappa_{kappa}",
+                          value)
+    tf.summary.scalar("privacy/epsilon", epsilon)
+
+
+def metric_table(result: Dict[str, Any]) -> str:
+  """Certified and robust accuracy per kappa (and soundness) as markdown."""
   kappas = list(result["certified_accuracy"])
   rows = [{"metric": "certified accuracy",
            **{f"kappa={k}": result["certified_accuracy"][k] for k in kappas}}]
@@ -183,31 +201,41 @@ def _markdown(output: Dict[str, Any]) -> str:
                  **{f"kappa={k}": (f"{result['soundness'][k]['certified']}"
                                    f" / {result['soundness'][k]['flipped']}")
                     for k in kappas}})
-  lines = [
-      f"# {output['experiment']} on {output['dataset']}",
-      "",
-      f"`{output['command']}`",
-      "",
+  return _report.markdown_table(rows)
+
+
+def _devices(strategy):
+  try:
+    return list(strategy.extended.worker_devices)
+  except RuntimeError:  # The default strategy: one replica, default device.
+    return ["default"]
+
+
+def report(output: Dict[str, Any], setting: str, accuracy: str) -> str:
+  """results.md: title, command, setting, accuracy, table, privacy."""
+  return "\n".join([
+      f"# {output['experiment']} on {output['dataset']}", "",
+      f"`{output['command']}`", "",
+      setting, "",
+      accuracy, "",
+      metric_table(output["evaluation"]), "",
+      "```", output["privacy_statement"], "```", ""])
+
+
+def _markdown(output: Dict[str, Any]) -> str:
+  result = output["evaluation"]
+  return report(
+      output,
       f"{output['replicas']} replica(s), {output['steps']} steps, batch "
       f"{output['batch_size']} per replica, epsilon = "
       f"{output['epsilon_ae']:g} + {output['epsilon_out']:g} = "
-      f"{output['epsilon']:g} (pure DP; assumptions below).",
-      "",
+      f"{output['epsilon']:g} (pure DP; assumptions and caveats below).",
       f"Conventional accuracy (expected vote, {result['num_samples']} draws, "
       f"Lap({result['noise_scale']:.4g}) on the input): "
       f"{result['conventional_accuracy']:.4f}; without input noise: "
       f"{result['base_accuracy']:.4f}; {result['examples']} test examples; "
       f"attacks and certificate in L-{result['norm']}, confidence "
-      f"{1 - result['alpha']:g}.",
-      "",
-      _report.markdown_table(rows),
-      "",
-      "```",
-      output["privacy_statement"],
-      "```",
-      "",
-  ]
-  return "\n".join(lines)
+      f"{1 - result['alpha']:g}.")
 
 
 def main(argv):

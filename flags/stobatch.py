@@ -1,4 +1,8 @@
-"""Flags of the StoBatch experiments (stobatch_mnist, stobatch_cifar10)."""
+"""Flags of the StoBatch experiments.
+
+stobatch_mnist, stobatch_cifar10, stobatch_tinyimagenet; securesgd_tinyimagenet
+shares the data, evaluation and output flags.
+"""
 
 from absl import flags
 
@@ -13,10 +17,31 @@ ALLOW_CPU_REPLICAS = flags.DEFINE_bool(
 DATASET = flags.DEFINE_string(
     "dataset", None,
     "digits (scikit-learn's, embedded), mnist or cifar10 (TFDS, prepared in "
-    "--data_dir, never downloaded), or the path of an .npz file with x and "
+    "--data_dir, never downloaded), tinyimagenet (the raw tiny-imagenet-200 "
+    "folder given by --data_dir), or the path of an .npz file with x and "
     "y. Default: the experiment's own dataset.")
-DATA_DIR = flags.DEFINE_string("data_dir", None,
-                               "TFDS data directory for mnist / cifar10.")
+DATA_DIR = flags.DEFINE_string(
+    "data_dir", None,
+    "TFDS data directory for mnist / cifar10; the tiny-imagenet-200 folder "
+    "for tinyimagenet.")
+NUM_CLASSES = flags.DEFINE_integer(
+    "num_classes", 30,
+    "tinyimagenet: keep the first this many classes of wnids.txt (30 in "
+    "StoBatch).")
+MAX_PER_CLASS = flags.DEFINE_integer(
+    "max_per_class", None,
+    "tinyimagenet: at most this many images per class and split (quick "
+    "runs); default all.")
+INPUT_SIDE = flags.DEFINE_integer(
+    "input_side", None,
+    "Input side of the architecture (images are resized to it); default the "
+    "architecture's (28 mnist / cifar10, 64 tinyimagenet). Smaller values "
+    "are for quick runs.")
+WEIGHTS_PATH = flags.DEFINE_string(
+    "weights_path", None,
+    "tinyimagenet: local weights file of a keras-cv ResNet-18 "
+    "ResNetBackbone (e.g. ImageNet weights) for the ResNet body, saved with "
+    "save_weights (.h5 or a TF checkpoint prefix); never downloaded.")
 TEST_FRACTION = flags.DEFINE_float(
     "test_fraction", 0.2,
     "Test fraction for digits and .npz files (fixed split by --data_seed).")
@@ -40,7 +65,11 @@ ALPHA = flags.DEFINE_float("alpha", 1.5,
 MAX_ATTACK_SIZE = flags.DEFINE_float(
     "max_attack_size", None,
     "Largest training attack size (L-inf, pixels in [-1, 1]); default 1.0 "
-    "for mnist, 0.5 for cifar10.")
+    "for mnist, 0.5 for cifar10, 0.1 for tinyimagenet.")
+MIN_CURVATURE = flags.DEFINE_float(
+    "min_curvature", 0.1,
+    "Least eigenvalue the output loss's noisy quadratic coefficient is "
+    "raised to (>= 0; keeps the noisy loss bounded below; no privacy cost).")
 ATTACK_STEPS = flags.DEFINE_integer("attack_steps", 10,
                                     "Iterations of I-FGSM, MIM, PGD.")
 AUGMENTATION_MULTIPLICITY = flags.DEFINE_integer(

@@ -56,6 +56,11 @@ def test_summary_states_assumptions():
   assert "pure DP" in text and "drawn once" in text
   assert "disjoint" in text and "augmentation" in text
   assert "epsilon = epsilon_ae + epsilon_out = 1 + 1 = 2" in text
+  # The caveats come after the assumptions, each on its own line.
+  caveats = text.split("Caveats (read before relying on epsilon):\n")[1]
+  assert caveats.splitlines() == [f"  - {c}" for c in budget.CAVEATS]
+  assert "noise-free part of the Taylor loss" in caveats
+  assert "tfdp.make_private" in caveats
 
 
 def test_kernel_sigma_max():

@@ -1,9 +1,9 @@
 """Datasets and DP batch samplers.
 
-Loaders (`load_digits`, `load_npz`, `load_tfds`) return an `ImageDataset` of
-float32 NHWC images in [0, 1] with int64 labels; samplers (`poisson_batches`,
-`fixed_size_batches`) return a `SampledDataset` whose sampling the privacy
-accountant models.
+Loaders (`load_digits`, `load_npz`, `load_tfds`, `load_tiny_imagenet`)
+return an `ImageDataset` of float32 NHWC images in [0, 1] with int64 labels;
+samplers (`poisson_batches`, `fixed_size_batches`) return a `SampledDataset`
+whose sampling the privacy accountant models.
 """
 
 from tfdp.data.datasets import DatasetNotPreparedError
@@ -16,3 +16,4 @@ from tfdp.data.datasets import TFDS_DATASETS
 from tfdp.data.sampling import fixed_size_batches
 from tfdp.data.sampling import poisson_batches
 from tfdp.data.sampling import SampledDataset
+from tfdp.data.tinyimagenet import load_tiny_imagenet

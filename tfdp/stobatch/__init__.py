@@ -8,9 +8,12 @@
   `ClipHidden` / `clip_hidden`.
 * `losses`: `taylor_cross_entropy`, `NoisyTaylorLoss` (functional mechanism
   on the output layer), `combine_benign_adversarial`.
-* `securesgd`: `hgm_sigma` and `HGMNoise` (Heterogeneous Gaussian Mechanism).
+* `securesgd`: `hgm_sigma` and `HGMNoise` (Heterogeneous Gaussian Mechanism),
+  `build_securesgd_model` (HGM first layer with a sensitivity-bounding
+  kernel constraint, ResNet-18-GN body) and its Gaussian-PixelDP `evaluate`.
 * `replicas`: `replica_strategy` (N GPUs, or N logical CPUs on request).
-* `models`: `build_stobatch_model` (MNIST and CIFAR-10 architectures),
+* `models`: `build_stobatch_model` (MNIST, CIFAR-10 and Tiny ImageNet
+  (keras-cv ResNet-18) architectures),
   `StoBatchNet`, `to_architecture_input`.
 * `trainer`: `FixedBatches` (stochastic batching), `StoBatchTrainer` (one
   synchronous data-parallel step, checkpoints, TensorBoard), `TrainerConfig`.
@@ -19,6 +22,7 @@
 """
 
 from tfdp.stobatch.budget import ASSUMPTIONS
+from tfdp.stobatch.budget import CAVEATS
 from tfdp.stobatch.budget import first_layer_sensitivity
 from tfdp.stobatch.budget import kernel_sigma_max
 from tfdp.stobatch.budget import output_sensitivity
@@ -31,6 +35,7 @@ from tfdp.stobatch.layers import FixedLaplaceNoise
 from tfdp.stobatch.losses import combine_benign_adversarial
 from tfdp.stobatch.losses import NoisyTaylorLoss
 from tfdp.stobatch.losses import taylor_cross_entropy
+from tfdp.stobatch.securesgd import build_securesgd_model
 from tfdp.stobatch.securesgd import hgm_sigma
 from tfdp.stobatch.securesgd import HGMNoise
 from tfdp.stobatch import evaluation

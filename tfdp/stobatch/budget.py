@@ -26,7 +26,8 @@ a polynomial objective, drawn once):
 
 so the whole model is ``epsilon = epsilon_ae + epsilon_out``-DP (pure DP,
 ``delta = 0``), whatever the number of steps, under the assumptions listed in
-`ASSUMPTIONS` (and printed by `StoBatchBudget.summary`).
+`ASSUMPTIONS` (and printed by `StoBatchBudget.summary`, with the `CAVEATS`
+where our reading of the algorithm does not support the claim).
 
 Paper versus original code, and what is not pinned down here:
 
@@ -72,6 +73,22 @@ ASSUMPTIONS: Tuple[str, ...] = (
     "data augmentation that puts several copies of one example into the "
     "training set breaks these assumptions (each copy spends the budget "
     "again): refuse it or account for it",
+)
+
+# Where our reading of the algorithm does not support the claim above;
+# printed with it so that nobody takes the epsilon on trust.
+CAVEATS: Tuple[str, ...] = (
+    "the layers between the first and the output layer are trained by the "
+    "gradient of the noise-free part of the Taylor loss (the output noise "
+    "does not depend on their weights), so their updates use the labels and "
+    "the first layer's outputs without further noise; the paper counts them "
+    "as post-processing, which we could not verify",
+    "one noise draw is shared by all batches; parallel composition over "
+    "disjoint batches needs independent noise per batch, and the noisy "
+    "coefficients of two batches differ by the exact difference of their "
+    "data terms",
+    "for a guarantee that rests on neither, train with DP-SGD "
+    "(tfdp.make_private; SecureSGD in experiments.securesgd_tinyimagenet)",
 )
 
 
@@ -185,6 +202,8 @@ class StoBatchBudget:
         "Assumptions:",
     ]
     lines += [f"  - {a}" for a in ASSUMPTIONS]
+    lines.append("Caveats (read before relying on epsilon):")
+    lines += [f"  - {c}" for c in CAVEATS]
     return "\n".join(lines)
 
 

@@ -112,6 +112,96 @@ def _attack(fn, x, y, size, batch_size):
   return np.concatenate(out)
 
 
+def check_inputs(x: Any, y: Any, kappas: Sequence[float],
+                 attacks: Sequence[str], attack_steps: int,
+                 num_samples: int, norm: str,
+                 norms: Sequence[str] = NORMS):
+  """Validates the arguments shared by the evaluations; returns x, y, kappas.
+
+  Raises:
+    ValueError: naming the argument out of range.
+  """
+  x = np.asarray(x, np.float32)
+  y = np.asarray(y, np.int64)
+  if len(x) == 0 or len(x) != len(y):
+    raise ValueError(f"x and y must be non-empty and of one length, got "
+                     f"{len(x)} and {len(y)}")
+  kappas = [_validation.check_positive("kappas", k) for k in kappas]
+  for attack in attacks:
+    _validation.check_choice("attacks", attack, EVAL_ATTACKS)
+  _validation.check_choice("norm", norm, norms)
+  if attacks and norm == "1":
+    raise ValueError("norm must be 'inf' or '2' when attacks are run "
+                     "(cleverhans has no L1 PGD)")
+  _validation.check_positive_int("attack_steps", attack_steps)
+  _validation.check_positive_int("num_samples", num_samples)
+  return x, y, kappas
+
+
+def evaluate_noisy_classifier(
+    base: Callable[[tf.Tensor], tf.Tensor],
+    noisy: Callable[[tf.Tensor], tf.Tensor],
+    radius_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    x: np.ndarray, y: np.ndarray, *, num_classes: int,
+    kappas: Sequence[float], attacks: Sequence[str], attack_steps: int,
+    num_samples: int, alpha: float, norm: str, clip_min: float,
+    clip_max: float, batch_size: int, vote_batch_size: int
+) -> Dict[str, Any]:
+  """The evaluation shared by StoBatch and SecureSGD (inputs validated).
+
+  Args:
+    base: The network without its inference noise (attacks use it).
+    noisy: The deployed classifier, fresh noise at every call (votes).
+    radius_fn: ``(p1, p2) -> radius`` of the mechanism's certificate.
+    x, y, num_classes, kappas, attacks, attack_steps, num_samples, alpha,
+    norm, clip_min, clip_max, batch_size, vote_batch_size: As in
+      `evaluate`.
+
+  Returns:
+    The dict of `evaluate` without ``noise_scale`` and ``sensitivity``.
+  """
+  base_pred = np.concatenate([
+      np.argmax(base(tf.constant(x[i:i + batch_size])).numpy(), -1)
+      for i in range(0, len(x), batch_size)])
+  counts, pred = _vote_predictions(noisy, x, num_samples, num_classes,
+                                   vote_batch_size)
+  correct = pred == y
+  top, p1, p2 = certification.class_probability_bounds(counts, alpha)
+  radius = radius_fn(p1, p2)
+  key = [f"{kappa:g}" for kappa in kappas]
+  certified_acc = certification.certified_accuracy(top == y, radius, kappas)
+
+  robust: Dict[str, Dict[str, float]] = {}
+  soundness: Dict[str, Dict[str, int]] = {}
+  for attack in attacks:
+    robust[attack] = {}
+    fn = _attack_fn(attack, base, attack_steps, clip_min, clip_max, norm)
+    for kappa, name in zip(kappas, key):
+      x_adv = _attack(fn, x, y, kappa, batch_size)
+      _, adv_pred = _vote_predictions(noisy, x_adv, num_samples,
+                                      num_classes, vote_batch_size)
+      robust[attack][name] = float(np.mean(correct & (adv_pred == y)))
+      if attack == "pgd":
+        certified = radius > kappa
+        soundness[name] = {
+            "certified": int(np.sum(certified)),
+            "flipped": int(np.sum(certified & (adv_pred != top))),
+        }
+  return {
+      "conventional_accuracy": float(np.mean(correct)),
+      "base_accuracy": float(np.mean(base_pred == y)),
+      "robust_accuracy": robust,
+      "certified_accuracy": {n: float(a) for n, a in zip(key,
+                                                         certified_acc)},
+      "soundness": soundness,
+      "median_radius": float(np.median(radius)),
+      "norm": norm,
+      "num_samples": num_samples,
+      "alpha": float(alpha),
+      "examples": int(len(x)),
+  }
+
+
 def evaluate(model: sb_models.StoBatchNet, x: Any, y: Any, *,
              kappas: Sequence[float],
              attacks: Sequence[str] = EVAL_ATTACKS,
@@ -152,69 +242,22 @@ def evaluate(model: sb_models.StoBatchNet, x: Any, y: Any, *,
   Raises:
     ValueError: on an argument out of range.
   """
-  x = np.asarray(x, np.float32)
-  y = np.asarray(y, np.int64)
-  if len(x) == 0 or len(x) != len(y):
-    raise ValueError(f"x and y must be non-empty and of one length, got "
-                     f"{len(x)} and {len(y)}")
-  kappas = [_validation.check_positive("kappas", k) for k in kappas]
-  for attack in attacks:
-    _validation.check_choice("attacks", attack, EVAL_ATTACKS)
-  _validation.check_choice("norm", norm, NORMS)
-  if attacks and norm == "1":
-    raise ValueError("norm must be 'inf' or '2' when attacks are run "
-                     "(cleverhans has no L1 PGD)")
-  attack_steps = _validation.check_positive_int("attack_steps", attack_steps)
-  num_samples = _validation.check_positive_int("num_samples", num_samples)
+  x, y, kappas = check_inputs(x, y, kappas, attacks, attack_steps,
+                              num_samples, norm)
   scale = (model.autoencoder.input_noise_scale if noise_scale is None
            else _validation.check_positive("noise_scale", noise_scale))
-  k = model.num_classes
   sensitivity = l1_sensitivity(x.shape[1:], norm)
-  f = base_fn(model)
-  noisy = noisy_fn(model, scale)
-
-  base_pred = np.concatenate([
-      np.argmax(f(tf.constant(x[i:i + batch_size])).numpy(), -1)
-      for i in range(0, len(x), batch_size)])
-  counts, pred = _vote_predictions(noisy, x, num_samples, k, vote_batch_size)
-  correct = pred == y
-  top, p1, p2 = certification.class_probability_bounds(counts, alpha)
-  radius = certification.laplace_radius(p1, p2, sensitivity, scale)
-  key = [f"{kappa:g}" for kappa in kappas]
-  certified_acc = certification.certified_accuracy(top == y, radius, kappas)
-
-  robust: Dict[str, Dict[str, float]] = {}
-  soundness: Dict[str, Dict[str, int]] = {}
-  for attack in attacks:
-    robust[attack] = {}
-    fn = _attack_fn(attack, f, attack_steps, clip_min, clip_max, norm)
-    for kappa, name in zip(kappas, key):
-      x_adv = _attack(fn, x, y, kappa, batch_size)
-      _, adv_pred = _vote_predictions(noisy, x_adv, num_samples, k,
-                                      vote_batch_size)
-      robust[attack][name] = float(np.mean(correct & (adv_pred == y)))
-      if attack == "pgd":
-        certified = radius > kappa
-        soundness[name] = {
-            "certified": int(np.sum(certified)),
-            "flipped": int(np.sum(certified & (adv_pred != top))),
-        }
-  return {
-      "conventional_accuracy": float(np.mean(correct)),
-      "base_accuracy": float(np.mean(base_pred == y)),
-      "robust_accuracy": robust,
-      "certified_accuracy": {n: float(a) for n, a in zip(key,
-                                                         certified_acc)},
-      "soundness": soundness,
-      "median_radius": float(np.median(radius)),
-      "noise_scale": float(scale),
-      "sensitivity": float(sensitivity),
-      "norm": norm,
-      "num_samples": num_samples,
-      "alpha": float(alpha),
-      "examples": int(len(x)),
-  }
+  result = evaluate_noisy_classifier(
+      base_fn(model), noisy_fn(model, scale),
+      lambda p1, p2: certification.laplace_radius(p1, p2, sensitivity,
+                                                  scale),
+      x, y, num_classes=model.num_classes, kappas=kappas, attacks=attacks,
+      attack_steps=attack_steps, num_samples=num_samples, alpha=alpha,
+      norm=norm, clip_min=clip_min, clip_max=clip_max,
+      batch_size=batch_size, vote_batch_size=vote_batch_size)
+  return dict(result, noise_scale=float(scale),
+              sensitivity=float(sensitivity))
 
 
-__all__ = ["EVAL_ATTACKS", "base_fn", "evaluate", "l1_sensitivity",
-           "noisy_fn"]
+__all__ = ["EVAL_ATTACKS", "base_fn", "check_inputs", "evaluate",
+           "evaluate_noisy_classifier", "l1_sensitivity", "noisy_fn"]

@@ -92,9 +92,10 @@ def combine_benign_adversarial(benign_loss: tf.Tensor,
                                alpha: float = 1.5) -> tf.Tensor:
   """``(L_benign + alpha L_adv) / (1 + alpha)``, StoBatch's training loss.
 
-  With two `NoisyTaylorLoss` values sharing one noise draw, the noise terms
-  combine to ``(chi + alpha chi) / (1 + alpha) = chi``: the noise is counted
-  once, as the budget assumes.
+  For `NoisyTaylorLoss` the trainer computes this combination as one loss
+  with example weights (`NoisyTaylorLoss.__call__`'s ``example_weights``),
+  so that the noise and the curvature floor act once, on the combined
+  coefficients.
 
   Args:
     benign_loss: L_benign (any shape).

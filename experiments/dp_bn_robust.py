@@ -267,7 +267,8 @@ def train_and_evaluate(data: Data, norm: str, noise_multiplier: float,
   started = time.perf_counter()
   batch_size = training_flags.BATCH_SIZE.value
   sampled = tfdp.data.poisson_batches(data.private.x, data.private.y,
-                                      batch_size, seed=seed)
+                                      batch_size,
+                                      seed=privacy_flags.SAMPLING_SEED.value)
   accountant = tfdp.privacy.PrivacyAccountant(
       noise_multiplier, privacy_flags.DELTA.value,
       accountant=privacy_flags.ACCOUNTANT.value,

@@ -36,7 +36,7 @@ def main(argv):
   digits = tfdp.data.load_digits()
   sampled = _SAMPLERS[privacy_flags.SAMPLING.value](
       digits.train.x, digits.train.y, training_flags.BATCH_SIZE.value,
-      seed=training_flags.SEED.value)
+      seed=privacy_flags.SAMPLING_SEED.value)
   accounting = dict(accountant=privacy_flags.ACCOUNTANT.value,
                     **sampled.accountant_kwargs())
 

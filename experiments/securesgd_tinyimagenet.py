@@ -9,7 +9,9 @@ Tiny ImageNet architecture, all trained with DP-SGD (tfdp.make_private,
 DPAdam, --sampling batches, tfdp's accountant). Then: conventional accuracy
 (expected vote over --num_samples noise draws), robust accuracy under
 --eval_attacks, certified accuracy at --kappas (Gaussian PixelDP bound).
---mode=test restores the checkpoint of a finished run and evaluates.
+Checkpoints (model, optimizer, accountant) every --checkpoint_every steps
+and when the run stops; a run restarted with the same flags resumes up to
+--steps. --mode=test restores the checkpoint and evaluates.
 Writes results.json and results.md under --results_dir, TensorBoard logs
 under RESULTS_DIR/tensorboard. See docs/tinyimagenet.md.
 
@@ -43,8 +45,7 @@ from flags import stobatch as sb_flags
 _STOBATCH_ONLY = ("allow_cpu_replicas", "epsilon_ae", "epsilon_out", "alpha",
                   "max_attack_size", "attack_steps",
                   "augmentation_multiplicity", "noise_seed",
-                  "inference_noise_scale", "checkpoint_every", "log_every",
-                  "min_curvature")
+                  "inference_noise_scale", "log_every", "min_curvature")
 
 
 def _check_flags() -> None:
@@ -72,6 +73,29 @@ def _privacy_statement(epsilon: float, delta: float, steps: int,
       "unit attack, kept by a kernel constraint): the robustness guarantee "
       "behind the certificates, not a guarantee for the training data; the "
       "two are not added.")
+
+
+def _train(model, sampled, accountant, steps: int, checkpoint,
+           checkpoint_path: str, log_dir: str) -> None:
+  """DP-SGD up to `steps` in total, checkpointing every --checkpoint_every.
+
+  Each chunk is one `fit` whose `PrivacyCallback` saves at its end; an
+  interrupted run saves what it has before stopping.
+  """
+  import tfdp  # pylint: disable=g-import-not-at-top
+  every = sb_flags.CHECKPOINT_EVERY.value
+  callback = tfdp.callbacks.PrivacyCallback(
+      accountant, log_dir=log_dir, checkpoint_path=checkpoint_path)
+  try:
+    while accountant.steps < steps:
+      chunk = accountant.steps // every
+      model.fit(sampled.dataset.repeat(), initial_epoch=chunk,
+                epochs=chunk + 1,
+                steps_per_epoch=min(every, steps - accountant.steps),
+                verbose=0, callbacks=[callback])
+  finally:
+    if accountant.steps:
+      checkpoint.write(checkpoint_path)
 
 
 def run() -> Dict[str, Any]:
@@ -109,7 +133,8 @@ def run() -> Dict[str, Any]:
   sampler = (tfdp.data.poisson_batches
              if privacy_flags.SAMPLING.value == "poisson"
              else tfdp.data.fixed_size_batches)
-  sampled = sampler(x_train, ds.train.y, batch_size, seed=seed)
+  sampled = sampler(x_train, ds.train.y, batch_size,
+                    seed=privacy_flags.SAMPLING_SEED.value)
   delta = privacy_flags.DELTA.value
   steps = sb_flags.STEPS.value
   accounting = dict(accountant=privacy_flags.ACCOUNTANT.value,
@@ -137,21 +162,19 @@ def run() -> Dict[str, Any]:
   log_dir = os.path.join(results_dir, "tensorboard")
   os.makedirs(results_dir, exist_ok=True)
   started = time.time()
+  checkpoint = tf.train.Checkpoint(model=model, accountant=accountant)
+  found = tf.io.gfile.exists(checkpoint_path + ".index")
+  if sb_flags.MODE.value == "test" and not found:
+    raise app.UsageError(f"--mode=test: no checkpoint at {checkpoint_path}"
+                         " (train first, with the same flags)")
+  if found:
+    # Every variable of the model and the accountant must come back (a
+    # stopped run resumes with the steps it spent); the optimizer's come
+    # back when training builds them.
+    checkpoint.read(checkpoint_path).assert_existing_objects_matched()
   if sb_flags.MODE.value == "train":
-    if steps > 0:
-      model.fit(sampled.dataset.repeat(), epochs=1, steps_per_epoch=steps,
-                verbose=0,
-                callbacks=[tfdp.callbacks.PrivacyCallback(
-                    accountant, log_dir=log_dir,
-                    checkpoint_path=checkpoint_path)])
-  else:
-    if not tf.io.gfile.exists(checkpoint_path + ".index"):
-      raise app.UsageError(f"--mode=test: no checkpoint at {checkpoint_path}"
-                           " (train first, with the same flags)")
-    # Every variable of the model and the accountant must come back; the
-    # checkpoint also holds the optimizer's, not needed here.
-    tf.train.Checkpoint(model=model, accountant=accountant).read(
-        checkpoint_path).assert_existing_objects_matched().expect_partial()
+    _train(model, sampled, accountant, steps, checkpoint, checkpoint_path,
+           log_dir)
   train_seconds = time.time() - started
   spent = accountant.spent()
   statement = _privacy_statement(spent.epsilon, delta, spent.steps,

@@ -18,3 +18,8 @@ SAMPLING = flags.DEFINE_enum(
     "sampling", "poisson", ["poisson", "fixed_size"],
     "Batch sampler: Poisson (variable batch size) or fixed-size batches "
     "drawn without replacement; the accountant follows it.")
+SAMPLING_SEED = flags.DEFINE_integer(
+    "sampling_seed", None,
+    "Seed of the batch sampler, for tests only: a known seed makes batch "
+    "membership public, which the accountant's amplification by sampling "
+    "assumes it is not. Default: the OS's entropy (the DP noise always is).")

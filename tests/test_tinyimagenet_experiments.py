@@ -73,10 +73,19 @@ def test_securesgd_tinyimagenet_train_then_test(data_dir, tmp_path):
   # The kernel constraint held through training.
   assert trained["evaluation"]["sensitivity"] <= 1.0
 
-  tested = _run("securesgd_tinyimagenet", ["--mode=test", *args])
+  # A stopped run resumes from its checkpoint: one more step, more epsilon.
+  resumed_args = [a.replace("--steps=1", "--steps=2") for a in args]
+  resumed = _run("securesgd_tinyimagenet", resumed_args)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  resumed_out = json.loads((tmp_path / "results.json").read_text())
+  assert resumed_out["steps"] == 2
+  assert resumed_out["epsilon"] > trained["epsilon"]
+  trained = resumed_out
+
+  tested = _run("securesgd_tinyimagenet", ["--mode=test", *resumed_args])
   assert tested.returncode == 0, tested.stderr[-3000:]
-  out = _check_results(tmp_path, examples=12)
-  assert out["mode"] == "test"
+  out = json.loads((tmp_path / "results.json").read_text())
+  assert out["mode"] == "test" and out["steps"] == 2
   assert out["epsilon"] == trained["epsilon"]
   # The noiseless network is deterministic: same weights, same predictions.
   assert (out["evaluation"]["base_accuracy"]

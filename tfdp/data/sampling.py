@@ -15,7 +15,11 @@ the dataset (each Keras epoch) draws fresh batches: the per-step randomness
 comes from `tf.data.Dataset.random(seed, rerandomize_each_iteration=True)`,
 which yields a new stream of seeds each time the dataset is iterated, and each
 seed drives a stateless draw. With a fixed `seed` the run is reproducible
-(the same sequence of epochs), yet no two epochs or steps repeat.
+(the same sequence of epochs), yet no two epochs or steps repeat. Without
+one (the default) the stream is seeded from the OS's entropy, whatever
+TensorFlow's global seed: the accountant's amplification by sampling assumes
+that nobody knows which examples a batch holds, and a seed that is in the
+code or on the command line would tell. Pass `seed` for tests only.
 
 The whole dataset is held in memory as tensors and rows are gathered per
 step. Note that the usual `dataset.shuffle().batch()` pipeline is neither of
@@ -23,6 +27,7 @@ these samplers and its privacy is not what the accountant reports.
 """
 
 import dataclasses
+import secrets
 from typing import Any, Callable, Dict, Optional
 
 import numpy as np
@@ -108,7 +113,10 @@ def _sampled_dataset(x: Any, y: Any, sampling: str, batch_size: int,
       "expected_batch_size" if sampling == POISSON else "batch_size",
       batch_size, n)
   steps = _check_steps(steps_per_epoch, n, batch_size)
-  if seed is not None:
+  if seed is None:
+    # Not None: tf.data would derive it from the global seed when one is set.
+    seed = secrets.randbits(63)
+  else:
     _validation.check_non_negative_int("seed", seed)
   x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
 
@@ -149,8 +157,9 @@ def poisson_batches(x: Any,
     expected_batch_size: the expected batch size N q, an integer in [1, N].
     steps_per_epoch: batches per iteration; default round(N /
       expected_batch_size), one expected pass over the data.
-    seed: non-negative integer seed for a reproducible sequence of epochs;
-      None for a random one.
+    seed: None (default) for a secret sequence from the OS's entropy; a
+      non-negative integer for a reproducible one (tests only: it makes
+      batch membership public, which the accountant assumes it is not).
 
   Returns:
     A `SampledDataset` with sampling `POISSON`.
@@ -188,8 +197,9 @@ def fixed_size_batches(x: Any,
     y: per-example labels or targets, first axis N (any dtype, kept).
     batch_size: the batch size b, an integer in [1, N].
     steps_per_epoch: batches per iteration; default round(N / batch_size).
-    seed: non-negative integer seed for a reproducible sequence of epochs;
-      None for a random one.
+    seed: None (default) for a secret sequence from the OS's entropy; a
+      non-negative integer for a reproducible one (tests only: it makes
+      batch membership public, which the accountant assumes it is not).
 
   Returns:
     A `SampledDataset` with sampling `FIXED_SIZE`.

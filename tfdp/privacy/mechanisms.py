@@ -10,8 +10,13 @@ For a query ``f`` and neighbouring datasets ``D ~ D'``:
   ``f(D) + Lap(0, b)`` per coordinate, ``b = Delta_1 / epsilon``, is
   ``epsilon``-DP.
 
-Noise is drawn by stateful TF ops when ``seed`` is None, or by stateless ops
-from a shape-[2] integer ``seed`` (same seed, same draws).
+Noise is drawn from the operating system's entropy when ``seed`` is None, or
+by stateless ops from a shape-[2] integer ``seed`` (same seed, same draws;
+for tests: noise that can be recomputed from a known seed protects nothing).
+The unseeded draws deliberately ignore TensorFlow's global seed
+(`tf.keras.utils.set_random_seed`): a run seeded for reproducible
+initialisation and batching must not make its DP noise reproducible too,
+and ``tf.random.normal`` would derive its seed from the global one.
 """
 
 from typing import Optional
@@ -20,6 +25,29 @@ import numpy as np
 import tensorflow as tf
 
 from tfdp import _validation
+
+
+def _secret_uniform(shape, dtype) -> tf.Tensor:
+  """U[0, 1), seeded from the OS's entropy whatever the global seed.
+
+  ``seed = seed2 = 0`` makes the kernel draw its own seeds
+  (``random::New64``, std::random_device); ``tf.random.uniform`` would pass
+  seeds derived from the global seed when one is set.
+  """
+  return tf.raw_ops.RandomUniform(shape=_shape_tensor(shape), dtype=dtype,
+                                  seed=0, seed2=0)
+
+
+def _secret_normal(shape, dtype) -> tf.Tensor:
+  """N(0, 1), seeded from the OS's entropy whatever the global seed."""
+  return tf.raw_ops.RandomStandardNormal(shape=_shape_tensor(shape),
+                                         dtype=dtype, seed=0, seed2=0)
+
+
+def _shape_tensor(shape) -> tf.Tensor:
+  if isinstance(shape, tf.TensorShape):
+    shape = shape.as_list()
+  return tf.cast(shape, tf.int64)
 
 
 def gaussian_stddev(l2_sensitivity: float, noise_multiplier: float) -> float:
@@ -71,8 +99,8 @@ def gaussian_noise(shape,
     shape: The shape of the noise.
     l2_sensitivity: Delta_2 of the query the noise is for, > 0.
     noise_multiplier: z, >= 0.
-    seed: None (stateful draw) or a shape-[2] integer tensor (stateless
-      draw).
+    seed: None (a secret draw from the OS's entropy) or a shape-[2] integer
+      tensor (stateless draw, for tests).
     dtype: A floating dtype.
 
   Returns:
@@ -83,7 +111,7 @@ def gaussian_noise(shape,
   """
   stddev = gaussian_stddev(l2_sensitivity, noise_multiplier)
   if seed is None:
-    return tf.random.normal(shape, stddev=stddev, dtype=dtype)
+    return _secret_normal(shape, dtype) * tf.cast(stddev, dtype)
   return tf.random.stateless_normal(shape, seed, stddev=stddev, dtype=dtype)
 
 
@@ -103,8 +131,8 @@ def laplace_noise(shape,
     shape: The shape of the noise.
     l1_sensitivity: Delta_1 of the query the noise is for, > 0.
     epsilon: > 0.
-    seed: None (stateful draw) or a shape-[2] integer tensor (stateless
-      draw).
+    seed: None (a secret draw from the OS's entropy) or a shape-[2] integer
+      tensor (stateless draw, for tests).
     dtype: A floating dtype.
 
   Returns:
@@ -118,7 +146,7 @@ def laplace_noise(shape,
   # 16-bit types draw in float32, for their tails and for np.finfo.
   work_dtype = tf.float64 if dtype == tf.float64 else tf.float32
   if seed is None:
-    u = tf.random.uniform(shape, minval=-0.5, maxval=0.5, dtype=work_dtype)
+    u = _secret_uniform(shape, work_dtype) - 0.5
   else:
     u = tf.random.stateless_uniform(
         shape, seed, minval=-0.5, maxval=0.5, dtype=work_dtype)

@@ -6,20 +6,15 @@ eagerly and in tf.function, and sample different batches; tf.random.normal
 is the control: the global seed does make it reproducible.
 """
 
-import json
 import pathlib
-import subprocess
-import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests import scripts
+
 SCRIPT = pathlib.Path(__file__).with_name("secret_draws.py")
 
 
 def _draws():
-  result = subprocess.run([sys.executable, str(SCRIPT), str(ROOT)],
-                          capture_output=True, text=True, timeout=240)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return json.loads(result.stdout.strip().splitlines()[-1])
+  return scripts.run_json_script(SCRIPT, timeout=240)
 
 
 def test_noise_and_sampling_ignore_the_global_seed():

@@ -4,27 +4,22 @@ Logical devices can only be configured before TensorFlow initialises its
 devices, so each case runs in a fresh process (replicas_check.py).
 """
 
-import json
 import pathlib
-import subprocess
-import sys
 
 import pytest
 import tensorflow as tf
 
 from tfdp.stobatch import replicas
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests import scripts
+
 SCRIPT = pathlib.Path(__file__).with_name("replicas_check.py")
 NO_GPU = not tf.config.list_physical_devices("GPU")
 
 
 @pytest.fixture(scope="module")
 def checked():
-  result = subprocess.run([sys.executable, str(SCRIPT), str(ROOT)],
-                          capture_output=True, text=True, timeout=120)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return json.loads(result.stdout.strip().splitlines()[-1])
+  return scripts.run_json_script(SCRIPT, timeout=120)
 
 
 @pytest.mark.skipif(not NO_GPU, reason="checks the CPU fall-back")

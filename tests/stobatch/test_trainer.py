@@ -1,9 +1,6 @@
 """StoBatch trainer: data-parallel equivalence, learning, batching, resume."""
 
-import json
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,15 +12,13 @@ from tfdp.stobatch import losses
 from tfdp.stobatch import models
 from tfdp.stobatch import trainer as trainer_lib
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests import scripts
+
 SCRIPT = pathlib.Path(__file__).with_name("trainer_replicas_check.py")
 
 
 def test_four_replicas_and_one_give_the_same_gradients():
-  result = subprocess.run([sys.executable, str(SCRIPT), str(ROOT)],
-                          capture_output=True, text=True, timeout=240)
-  assert result.returncode == 0, result.stderr[-3000:]
-  out = json.loads(result.stdout.strip().splitlines()[-1])
+  out = scripts.run_json_script(SCRIPT, timeout=240)
   assert out["replicas"] == 4
   assert out["count"] >= 8  # W1, b1, conv2, GroupNorms, fc1, head.
   # Largest relative difference over the variables: float32 sums in a

@@ -82,7 +82,8 @@ def input_side(architecture: str) -> int:
   return _FIRST_LAYER[architecture][0]
 
 
-def _check_side(side: Optional[int], architecture: str) -> int:
+def check_side(side: Optional[int], architecture: str) -> int:
+  """`side` (>= 8) or, if None, the architecture's own input side."""
   _validation.check_choice("architecture", architecture, ARCHITECTURES)
   if side is None:
     return input_side(architecture)
@@ -359,7 +360,7 @@ def build_stobatch_model(
     raise ValueError(f"num_classes must be >= 2, got {num_classes}")
   seed = _validation.check_non_negative_int("seed", seed)
   _, filters, kernel_size = _FIRST_LAYER[architecture]
-  side = _check_side(side, architecture)
+  side = check_side(side, architecture)
   if channels is None:
     channels = 1 if architecture == "mnist" else 3
   channels = _validation.check_positive_int("channels", channels)
@@ -427,7 +428,7 @@ def to_architecture_input(x: np.ndarray, architecture: str,
   Returns:
     float32 [N, S, S, C'] in [-1, 1].
   """
-  side = _check_side(side, architecture)
+  side = check_side(side, architecture)
   _validation.check_choice("crop", crop, ("center", "random"))
   x = np.asarray(x, np.float32)
   if x.ndim != 4:

@@ -280,9 +280,7 @@ def build_securesgd_model(
   attack_size = _validation.check_positive("attack_size", attack_size)
   sensitivity = _validation.check_positive("sensitivity", sensitivity)
   _validation.check_choice("norm", norm, ATTACK_NORMS)
-  side = _validation.check_positive_int("side", side)
-  if side < 8:
-    raise ValueError(f"side must be >= 8, got {side}")
+  side = sb_models.check_side(side, "tinyimagenet")
   channels = _validation.check_positive_int("channels", channels)
   seed = _validation.check_non_negative_int("seed", seed)
   noise = HGMNoise(sensitivity * attack_size, epsilon, delta,

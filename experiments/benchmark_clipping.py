@@ -39,6 +39,7 @@ from absl import flags
 import tensorflow as tf
 
 from experiments import _report
+import flags as shared_flags
 import tfdp
 from tfdp.clipping.layers import fallback
 
@@ -64,21 +65,24 @@ MODELS = flags.DEFINE_list("models", list(_MODELS),
                            f"Models to measure, from {', '.join(_MODELS)}.")
 CONFIGS = flags.DEFINE_list("configs", list(_CONFIGS),
                             f"Configurations, from {', '.join(_CONFIGS)}.")
-BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Batch size.")
-STEPS = flags.DEFINE_integer("steps", 20, "Timed training steps.")
+BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Batch size.",
+                                  lower_bound=1)
+STEPS = flags.DEFINE_integer("steps", 20, "Timed training steps.",
+                             lower_bound=1)
 SLOW_BASELINE_STEPS = flags.DEFINE_integer(
     "slow_baseline_steps", 5,
     "Timed steps for the TF Privacy baselines (which can take a minute per "
-    "step); at most --steps.")
+    "step); at most --steps.", lower_bound=1)
 WARMUP_STEPS = flags.DEFINE_integer(
-    "warmup_steps", 3, "Untimed steps first (tracing, first allocations).")
+    "warmup_steps", 3, "Untimed steps first (tracing, first allocations).",
+    lower_bound=0)
 ROUNDS = flags.DEFINE_integer(
     "rounds", 1, "Measure every configuration this many times, in turn, and "
     "keep each one's fastest run: other processes only ever add time. "
-    "The slow baselines run once.")
+    "The slow baselines run once.", lower_bound=1)
 WIDTH = flags.DEFINE_float(
     "width", 1.0, "Multiplies the models' channel counts (1.0: published "
-    "models; small values for quick tests).")
+    "models; small values for quick tests; > 0).")
 SKIP_SLOW_BASELINES = flags.DEFINE_bool(
     "skip_slow_baselines", False, "Skip the TF Privacy baselines.")
 PROFILE = flags.DEFINE_bool(
@@ -89,10 +93,12 @@ RESULTS_DIR = flags.DEFINE_string(
     "results_dir", "docs/results/benchmark_clipping",
     "Where results.md, results.json and time_ratios.png are written.")
 TIMEOUT = flags.DEFINE_integer("timeout", 1800,
-                               "Seconds allowed per configuration.")
+                               "Seconds allowed per configuration.",
+                               lower_bound=1)
 MEMORY_LIMIT_GIB = flags.DEFINE_float(
     "memory_limit_gib", None, "A configuration whose resident memory exceeds "
-    "this is stopped and reported as out of memory. Default: 75% of RAM.")
+    "this is stopped and reported as out of memory (> 0). Default: 75% of "
+    "RAM.")
 BFC_ALLOCATOR = flags.DEFINE_bool(
     "bfc_allocator", False, "Run the configurations with TensorFlow's BFC "
     "allocator on the CPU (TF_CPU_ALLOCATOR_USE_BFC=true), which also "
@@ -102,6 +108,9 @@ BFC_ALLOCATOR = flags.DEFINE_bool(
 _CHILD = flags.DEFINE_string(
     "child", None, "Internal: measure one MODEL:CONFIG (or MODEL:profile) in "
     "this process and print the result as one JSON line.")
+
+shared_flags.check_range(WIDTH, above=0)
+shared_flags.check_range(MEMORY_LIMIT_GIB, above=0)
 
 
 # ---------------------------------------------------------------------------
@@ -586,15 +595,6 @@ def _run_parent() -> None:
 
 def main(argv):
   del argv
-  for name, value in (("batch_size", BATCH_SIZE.value), ("steps", STEPS.value),
-                      ("rounds", ROUNDS.value),
-                      ("slow_baseline_steps", SLOW_BASELINE_STEPS.value),
-                      ("timeout", TIMEOUT.value)):
-    if value < 1:
-      raise app.UsageError(f"--{name} must be >= 1, got {value}")
-  if WARMUP_STEPS.value < 0:
-    raise app.UsageError(f"--warmup_steps must be >= 0, got "
-                         f"{WARMUP_STEPS.value}")
   if _CHILD.value:
     model_name, config = _CHILD.value.split(":")
     result = (_profile(model_name) if config == _PROFILE else

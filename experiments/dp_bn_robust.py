@@ -29,6 +29,8 @@ runs every configuration with and without adversarial training.
   python -m experiments.dp_bn_robust --norm=group --noise_multiplier=1.5
   python -m experiments.dp_bn_robust --robust --target_epsilon=3
   python -m experiments.dp_bn_robust --sweep --results_dir=runs/sweep
+  python -m experiments.dp_bn_robust --sweep --results_dir=runs/sweep \
+      --resume   # after a crash or a kill: same flags
   python -m experiments.dp_bn_robust --sweep --noise_multipliers=1.5 \
       --compare_robust
   python -m experiments.dp_bn_robust --dataset=mnist --npz=PATH/mnist.npz \
@@ -40,6 +42,7 @@ docs/dp_bn_robust.md has the commands behind the documented results.
 import dataclasses
 import json
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -51,6 +54,7 @@ import numpy as np
 import tensorflow as tf
 
 from experiments import _report
+import flags as shared_flags
 from flags import privacy as privacy_flags
 from flags import robust as robust_flags
 from flags import training as training_flags
@@ -61,6 +65,7 @@ _MODELS = ("lenet5", "papernot", "resnet18")
 _EXPERIMENT = "dp_bn_robust"
 
 flags.set_default(training_flags.LEARNING_RATE, 0.25)
+shared_flags.adopt_key_flags(privacy_flags, robust_flags, training_flags)
 
 DATASET = flags.DEFINE_string(
     "dataset", "digits",
@@ -74,11 +79,11 @@ TFDS_DATA_DIR = flags.DEFINE_string(
     "tfds_data_dir", None, "TFDS data directory for mnist and cifar10.")
 TEST_FRACTION = flags.DEFINE_float(
     "test_fraction", 0.2,
-    "For .npz data (and digits): fraction held out for testing (0.2 of "
-    "10,000 gives 8,000 train / 2,000 test).")
+    "For .npz data (and digits): fraction held out for testing, in (0, 1) "
+    "(0.2 of 10,000 gives 8,000 train / 2,000 test).")
 SPLIT_SEED = flags.DEFINE_integer(
     "split_seed", 0, "Seed of the train/test split and of the public slice; "
-    "fixed across runs so every run sees the same data.")
+    "fixed across runs so every run sees the same data.", lower_bound=0)
 MODEL = flags.DEFINE_enum("model", "lenet5", _MODELS, "Architecture.")
 NORM = flags.DEFINE_enum("norm", "public_batch", _NORMS,
                          "Normalisation after each convolution.")
@@ -87,7 +92,8 @@ ACTIVATION = flags.DEFINE_string(
 DENSE_NORM = flags.DEFINE_bool(
     "dense_norm", False, "lenet5: also normalise the two hidden dense layers.")
 WIDTH = flags.DEFINE_float("width", 1.0,
-                           "Channel multiplier of papernot and resnet18.")
+                           "Channel multiplier of papernot and resnet18 "
+                           "(> 0).")
 PUBLIC_SIZE = flags.DEFINE_integer(
     "public_size", 128, "Size of the public batch for norm=public_batch.")
 PUBLIC_SOURCE = flags.DEFINE_string(
@@ -121,9 +127,20 @@ REPLOT = flags.DEFINE_bool(
     "replot", False,
     "Train nothing: rewrite results.md and the plot from the results.json "
     "already in --results_dir.")
+RESUME = flags.DEFINE_bool(
+    "resume", False,
+    "Continue an interrupted run in --results_dir: finished configurations "
+    "(runs.jsonl) are kept, the interrupted one continues from its last "
+    "epoch's backup (model, optimizer slots and privacy accountant), the "
+    "rest run. Use the same flags. Without it, --results_dir starts afresh.")
 VERBOSE = flags.DEFINE_integer(
     "keras_verbose", 0, "Keras fit verbosity (0 silent, 2 one line per "
-    "epoch).")
+    "epoch).", lower_bound=0, upper_bound=2)
+
+shared_flags.check_range(TEST_FRACTION, above=0, below=1)
+shared_flags.check_range(WIDTH, above=0)
+shared_flags.check_range(SEEDS, at_least=0, number=int)
+shared_flags.check_range(NOISE_MULTIPLIERS, at_least=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,6 +276,23 @@ def noise_multipliers(sampled: tfdp.data.SampledDataset,
       training_flags.EPOCHS.value * sampled.steps_per_epoch, **accounting)]
 
 
+def _run_key(norm: str, noise_multiplier: float, seed: int,
+             robust: bool) -> str:
+  """One configuration of the sweep, as a directory name."""
+  return (f"{norm}_{'pgd' if robust else 'clean'}_noise{noise_multiplier:g}"
+          f"_seed{seed}")
+
+
+def _finished_runs(path: str) -> Dict[str, Dict[str, object]]:
+  """The runs recorded in runs.jsonl by key; with --resume only."""
+  if not RESUME.value or not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    runs = [json.loads(line) for line in f if line.strip()]
+  return {_run_key(r["norm"], r["noise_multiplier"], r["seed"], r["robust"]):
+          r for r in runs}
+
+
 def train_and_evaluate(data: Data, norm: str, noise_multiplier: float,
                        seed: int, robust: bool) -> Dict[str, object]:
   """One DP training run; returns its settings, accuracies and epsilon."""
@@ -286,8 +320,11 @@ def train_and_evaluate(data: Data, norm: str, noise_multiplier: float,
       loss=tf.keras.losses.SparseCategoricalCrossentropy(
           from_logits=True, reduction=tf.keras.losses.Reduction.NONE),
       metrics=["accuracy"])
+  backup_dir = os.path.join(RESULTS_DIR.value, "backups",
+                            _run_key(norm, noise_multiplier, seed, robust))
   model.fit(sampled.dataset, epochs=training_flags.EPOCHS.value,
-            callbacks=[tfdp.callbacks.PrivacyCallback(accountant)],
+            callbacks=[_report.backup_callback(backup_dir),
+                       tfdp.callbacks.PrivacyCallback(accountant)],
             verbose=VERBOSE.value)
   trained = time.perf_counter()
   spent = accountant.spent()
@@ -525,12 +562,23 @@ def main(argv):
   print(f"{data.name}: {len(data.private)} private, {len(data.public)} "
         f"public, {len(data.test)} test examples; {MODEL.value}; noise "
         f"multipliers {noises}; seeds {seeds}", flush=True)
+  runs_path = os.path.join(RESULTS_DIR.value, "runs.jsonl")
+  finished = _finished_runs(runs_path)
+  os.makedirs(RESULTS_DIR.value, exist_ok=True)
+  if not RESUME.value:  # Afresh: no run, and no backup to restore from.
+    open(runs_path, "w").close()
+    shutil.rmtree(os.path.join(RESULTS_DIR.value, "backups"),
+                  ignore_errors=True)
   runs = []
   for noise in noises:
     for norm in norms:
       for robust in modes:
         for seed in seeds:
-          run = train_and_evaluate(data, norm, noise, seed, robust)
+          run = finished.get(_run_key(norm, noise, seed, robust))
+          if run is None:
+            run = train_and_evaluate(data, norm, noise, seed, robust)
+            with open(runs_path, "a") as f:
+              f.write(json.dumps(run) + "\n")
           runs.append(run)
           print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else
                           f"{k}={v}" for k, v in run.items()), flush=True)

@@ -8,7 +8,12 @@ actually spent, the steps taken and the wall time.
 
   python -m experiments.quickstart
   python -m experiments.quickstart --target_epsilon=1 --epochs=20
+  python -m experiments.quickstart --resume   # after a crash or a kill
   tensorboard --logdir runs/quickstart
+
+Every epoch is backed up (model, optimizer, accountant) under the run
+directory; --resume continues the latest unfinished run from there, with the
+same flags, and its epsilon counts every step of the final model once.
 """
 
 import os
@@ -18,10 +23,13 @@ from absl import app
 import tensorflow as tf
 
 from experiments import _report
+import flags as shared_flags
 from flags import output as output_flags
 from flags import privacy as privacy_flags
 from flags import training as training_flags
 import tfdp
+
+shared_flags.adopt_key_flags(output_flags, privacy_flags, training_flags)
 
 _SAMPLERS = {
     tfdp.privacy.POISSON: tfdp.data.poisson_batches,
@@ -61,8 +69,10 @@ def main(argv):
           from_logits=True, reduction=tf.keras.losses.Reduction.NONE),
       metrics=["accuracy"])
 
-  run_dir = _report.run_directory(output_flags.OUTPUT_DIR.value, "quickstart")
+  run_dir = _report.run_directory(output_flags.OUTPUT_DIR.value, "quickstart",
+                                  resume=output_flags.RESUME.value)
   callbacks = [
+      _report.backup_callback(run_dir),
       tfdp.callbacks.PrivacyCallback(
           accountant, target_epsilon=privacy_flags.TARGET_EPSILON.value,
           log_dir=run_dir, checkpoint_path=os.path.join(run_dir, "ckpt")),

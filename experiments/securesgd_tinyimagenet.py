@@ -36,6 +36,7 @@ from absl import app
 from absl import flags
 
 from experiments import stobatch_mnist
+import flags as shared_flags
 from flags import privacy as privacy_flags
 from flags import securesgd as ss_flags
 from flags import stobatch as sb_flags
@@ -46,6 +47,9 @@ _STOBATCH_ONLY = ("allow_cpu_replicas", "epsilon_ae", "epsilon_out", "alpha",
                   "max_attack_size", "attack_steps",
                   "augmentation_multiplicity", "noise_seed",
                   "inference_noise_scale", "log_every", "min_curvature")
+
+shared_flags.adopt_key_flags(privacy_flags, ss_flags, sb_flags,
+                             exclude=_STOBATCH_ONLY)
 
 
 def _check_flags() -> None:

@@ -19,6 +19,9 @@ in [-1, 1].
 from absl import app
 
 from experiments import stobatch_mnist
+import flags as shared_flags
+
+shared_flags.adopt_key_flags(stobatch_mnist)
 
 
 def main(argv):

@@ -28,7 +28,10 @@ from typing import Any, Dict, Sequence
 from absl import app
 
 from experiments import _report
+import flags as shared_flags
 from flags import stobatch as sb_flags
+
+shared_flags.adopt_key_flags(sb_flags)
 
 _DEFAULT_ATTACK_SIZE = {"mnist": 1.0, "cifar10": 0.5, "tinyimagenet": 0.1}
 

@@ -24,6 +24,9 @@ bilinearly and repeated over 3 channels), pixels in [-1, 1].
 from absl import app
 
 from experiments import stobatch_mnist
+import flags as shared_flags
+
+shared_flags.adopt_key_flags(stobatch_mnist)
 
 
 def main(argv):

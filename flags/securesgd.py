@@ -5,7 +5,11 @@ StoBatch experiments (flags/stobatch.py); the DP-SGD ones come from
 flags/privacy.py.
 """
 
+import math
+
 from absl import flags
+
+import flags as shared_flags
 
 EPSILON_HGM = flags.DEFINE_float(
     "epsilon_hgm", 1.0,
@@ -21,3 +25,8 @@ FIRST_LAYER_SENSITIVITY = flags.DEFINE_float(
     "first_layer_sensitivity", 1.0,
     "Bound kept on the first conv's L2 sensitivity per unit attack (a "
     "kernel constraint); the HGM noise scales with it.")
+
+shared_flags.check_range(EPSILON_HGM, above=0)
+shared_flags.check_range(DELTA_HGM, above=0, below=math.sqrt(2 / math.pi))
+shared_flags.check_range(HGM_ATTACK_SIZE, above=0)
+shared_flags.check_range(FIRST_LAYER_SENSITIVITY, above=0)

@@ -15,9 +15,16 @@ from typing import Any, Dict
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def run_json_script(script: pathlib.Path, timeout: float) -> Dict[str, Any]:
-  """Runs `script ROOT` with this Python; returns its last stdout line."""
-  result = subprocess.run([sys.executable, str(script), str(ROOT)],
-                          capture_output=True, text=True, timeout=timeout)
+def run_script(script: pathlib.Path, *args: str,
+               timeout: float) -> subprocess.CompletedProcess:
+  """Runs `script ROOT *args` with this Python and returns the process."""
+  return subprocess.run([sys.executable, str(script), str(ROOT), *args],
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def run_json_script(script: pathlib.Path, *args: str,
+                    timeout: float) -> Dict[str, Any]:
+  """Runs `script ROOT *args`; checks it succeeds, returns its last line."""
+  result = run_script(script, *args, timeout=timeout)
   assert result.returncode == 0, result.stderr[-3000:]
   return json.loads(result.stdout.strip().splitlines()[-1])

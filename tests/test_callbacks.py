@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import tfdp
 from tfdp import callbacks
 from tfdp import optimizers
 from tfdp import privacy
@@ -147,3 +148,60 @@ def test_accountant_must_match_the_optimizer():
 def test_bad_target_is_named():
   with pytest.raises(ValueError, match="target_epsilon"):
     callbacks.PrivacyCallback(_accountant(), target_epsilon=-1.0)
+
+
+def _private_model():
+  model = _model()
+  return tfdp.make_private(model)
+
+
+@pytest.mark.parametrize("make_x, match", [
+    (lambda x, y, s: (x, y), "shuffles the data once per epoch"),
+    (lambda x, y, s: (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(N)
+                      .batch(BATCH), None), "batches its elements"),
+    (lambda x, y, s: (tfdp.data.fixed_size_batches(x, y, BATCH).dataset,
+                      None), "fixed_size sampling"),
+    (lambda x, y, s: (tfdp.data.poisson_batches(x, y, 2 * BATCH).dataset,
+                      None), "poisson sampling of 64"),
+])
+def test_data_the_accountant_does_not_describe_is_refused(make_x, match):
+  x, y = _data()
+  model = _private_model()
+  weights = model.get_weights()
+  fit_x, fit_y = make_x(x, y, None)
+  with pytest.raises(ValueError, match=match):
+    model.fit(fit_x, fit_y, batch_size=BATCH if fit_y is not None else None,
+              epochs=1, verbose=0,
+              callbacks=[callbacks.PrivacyCallback(_accountant())])
+  assert model.optimizer.iterations.numpy() == 0
+  for a, b in zip(weights, model.get_weights()):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_the_accountants_sampler_is_accepted_repeated_or_not(caplog):
+  x, y = _data()
+  sampled = tfdp.data.poisson_batches(x, y, BATCH)
+  accountant = privacy.PrivacyAccountant(SIGMA, DELTA,
+                                         **sampled.accountant_kwargs())
+  model = _private_model()
+  model.fit(sampled.dataset, epochs=1, verbose=0,
+            callbacks=[callbacks.PrivacyCallback(accountant)])
+  model.fit(sampled.dataset.repeat(), steps_per_epoch=3, epochs=1, verbose=0,
+            callbacks=[callbacks.PrivacyCallback(accountant)])
+  assert accountant.steps == STEPS_PER_EPOCH + 3
+  # A pipeline tfdp cannot see into (no batching of its own) is let through
+  # with a warning.
+  unknown = sampled.dataset.map(lambda xb, yb: (xb, yb))
+  with caplog.at_level("WARNING"):
+    model.fit(unknown, epochs=1, verbose=0,
+              callbacks=[callbacks.PrivacyCallback(accountant)])
+  assert "no tfdp sampler made" in caplog.text
+
+
+def test_metrics_are_reset_at_the_end_of_training():
+  model = _model()
+  model.compile(optimizer=model.optimizer, loss=model.loss,
+                metrics=["accuracy"])
+  _fit(model, callbacks.PrivacyCallback(_accountant()), epochs=1)
+  assert all(float(v.numpy()) == 0.0 for m in model.metrics
+             for v in m.variables)

@@ -10,14 +10,22 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_tiny_sweep_with_and_without_adversarial_training(tmp_path):
-  result = subprocess.run(
-      [sys.executable, "-m", "experiments.dp_bn_robust", "--sweep",
-       "--sweep_norms=public_batch", "--noise_multipliers=1.0",
-       "--seeds=0", "--compare_robust", "--epochs=1", "--batch_size=256",
-       "--public_size=16", "--pgd_steps=2", "--eval_pgd_steps=2",
-       "--eval_size=40", f"--results_dir={tmp_path}"],
-      capture_output=True, text=True, cwd=ROOT, timeout=300)
+  command = [
+      sys.executable, "-m", "experiments.dp_bn_robust", "--sweep",
+      "--sweep_norms=public_batch", "--noise_multipliers=1.0",
+      "--seeds=0", "--compare_robust", "--epochs=1", "--batch_size=256",
+      "--public_size=16", "--pgd_steps=2", "--eval_pgd_steps=2",
+      "--eval_size=40", f"--results_dir={tmp_path}"]
+  result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
+  first = json.loads((tmp_path / "results.json").read_text())
+  # --resume keeps the finished configurations (runs.jsonl): nothing retrains.
+  result = subprocess.run(command + ["--resume"], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert json.loads((tmp_path / "results.json").read_text())["runs"] == (
+      first["runs"])
 
   results = json.loads((tmp_path / "results.json").read_text())
   settings = results["settings"]

@@ -203,3 +203,61 @@ def test_public_data_errors_at_make_private():
       expected_batch_size=8), loss=LOSS)
   with pytest.raises(ValueError, match="update_public_statistics"):
     model.fit(*_data(), verbose=0)  # Not through make_private: no statistics.
+
+
+def _compiled_private(physical_batch_size=None):
+  model = tfdp.make_private(_model(), physical_batch_size=physical_batch_size)
+  model.compile(optimizer=tfdp.optimizers.DPSGD(
+      learning_rate=0.1, l2_norm_clip=1.0, noise_multiplier=1.0,
+      expected_batch_size=8), loss=LOSS)
+  return model
+
+
+def _assert_refused_and_unchanged(model, x, y, match):
+  accountant = tfdp.privacy.PrivacyAccountant(1.0, 1e-5, batch_size=8,
+                                              dataset_size=1000)
+  accountant.track(model.optimizer)
+  model.train_on_batch(x[:2], y[:2])  # Builds the optimizer.
+  weights = model.get_weights()
+  steps = accountant.steps
+  with pytest.raises(tf.errors.InvalidArgumentError, match=match):
+    model.train_on_batch(x, y)
+  for a, b in zip(weights, model.get_weights()):
+    np.testing.assert_array_equal(a, b)
+  assert accountant.steps == steps == 1  # Nothing charged either.
+
+
+@pytest.mark.parametrize("physical_batch_size", [None, 3])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_gradient_is_refused_naming_the_step(bad,
+                                                        physical_batch_size):
+  x, y = _data()
+  x[5, 2] = bad
+  _assert_refused_and_unchanged(_compiled_private(physical_batch_size), x, y,
+                                "non-finite.*DP step.*2")
+
+
+def test_exact_path_refuses_non_finite_gradients_too():
+  x, y = _data()
+  x[5, 2] = np.nan
+  model = _model()
+  model.compile(optimizer=tfdp.optimizers.DPSGD(
+      learning_rate=0.1, l2_norm_clip=1.0, noise_multiplier=1.0,
+      expected_batch_size=8), loss=LOSS)
+  _assert_refused_and_unchanged(model, x, y, "non-finite.*DP step.*2")
+
+
+@pytest.mark.parametrize("label", [1.5, np.nan])
+def test_fractional_float_labels_are_refused(label):
+  x, y = _data()
+  y = y.astype(np.float32)
+  y[3] = label
+  _assert_refused_and_unchanged(_compiled_private(), x, y, "whole numbers")
+
+
+def test_whole_float_labels_train_as_their_integers():
+  x, y = _data()
+  as_float = _one_noiseless_step(_model(), x, y.astype(np.float32), 0.2)
+  as_int = _one_noiseless_step(_model(), x, y, 0.2)
+  for a, b in zip(as_float, as_int):
+    np.testing.assert_array_equal(a, b)

@@ -2,8 +2,14 @@
 
 import json
 import pathlib
+import signal
 import subprocess
 import sys
+import time
+
+import pytest
+
+from tfdp import privacy
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -21,3 +27,37 @@ def test_quickstart_short_run(tmp_path):
   assert results["accountant"] == "pld"
   assert "| test_accuracy |" in result.stdout
   assert list((results_file.parent / "privacy").glob("events.*"))
+
+
+def test_quickstart_killed_then_resumed_counts_every_step_once(tmp_path):
+  epochs, steps_per_epoch = 8, round(1437 / 64)
+  command = [sys.executable, "-m", "experiments.quickstart",
+             f"--epochs={epochs}", "--target_epsilon=2.0",
+             f"--output_dir={tmp_path}", "--verbose=0"]
+  run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 300
+  backups = lambda: list((tmp_path / "quickstart").glob(
+      "*/backup/chief/checkpoint"))
+  while not backups() and run.poll() is None and time.monotonic() < deadline:
+    time.sleep(0.05)
+  run.send_signal(signal.SIGKILL)  # kill -9 once epoch 1 is backed up.
+  _, stderr = run.communicate(timeout=60)
+  assert run.returncode == -signal.SIGKILL, stderr[-3000:]
+  assert not list((tmp_path / "quickstart").glob("*/results.json"))
+
+  result = subprocess.run(command + ["--resume"], capture_output=True,
+                          text=True, cwd=ROOT, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  (results_file,) = (tmp_path / "quickstart").glob("*/results.json")
+  results = json.loads(results_file.read_text())
+  # The final weights' lineage: all planned steps, counted once.
+  assert results["steps"] == epochs * steps_per_epoch
+  assert results["epsilon"] == pytest.approx(privacy.compute_epsilon(
+      results["noise_multiplier"], results["steps"], results["delta"],
+      batch_size=64, dataset_size=1437).epsilon, rel=1e-9)
+  assert results["epsilon"] <= 2.0
+  # A finished run is not resumed again.
+  again = subprocess.run(command + ["--resume"], capture_output=True,
+                         text=True, cwd=ROOT, timeout=600)
+  assert again.returncode != 0 and "finished" in again.stderr

@@ -30,6 +30,7 @@ Example:
   ...                     verbose=0)
 """
 
+import secrets
 from typing import Dict, List, Sequence, Type
 
 from absl import logging
@@ -68,6 +69,27 @@ class DPOptimizerMixin:
     self.expected_batch_size = _validation.check_positive_int(
         "expected_batch_size", expected_batch_size)
     self._warned_exact_path = False
+
+  def _create_lineage_variable(self) -> None:
+    # Lifted out of any tf.function, as Keras does for `iterations`.
+    with tf.init_scope():
+      self._dp_lineage = tf.Variable(
+          secrets.randbits(62) + 1, dtype=tf.int64, trainable=False,
+          name="dp_lineage")
+
+  @property
+  def dp_lineage(self) -> tf.Variable:
+    """A random token that identifies this optimizer's run of DP steps.
+
+    `iterations` counts the DP steps (one `apply_gradients` per noisy
+    release). The token is drawn when the optimizer is made and is saved and
+    restored with it (it is an attribute, so `tf.train.Checkpoint`,
+    `BackupAndRestore` and `model.save` keep it), so a
+    `tfdp.privacy.PrivacyAccountant` can tell a restored optimizer, whose
+    iterations it has partly counted, from another one, whose iterations are
+    all new to it.
+    """
+    return self._dp_lineage
 
   def noisy_average(self, clipped_sum: Sequence[tf.Tensor]) -> List[tf.Tensor]:
     """Adds N(0, (sigma C)^2) to each clipped sum and divides by B.
@@ -110,7 +132,20 @@ class DPOptimizerMixin:
           "per-example clipping engine.", type(self).__name__)
     result = clipping.clipped_sum_from_tape(tape, loss, var_list,
                                             self.l2_norm_clip)
-    return list(zip(self.noisy_average(result.gradient_sum), var_list))
+    clipped_sum = clipping.check_finite_norms(result.norms, self.iterations,
+                                              result.gradient_sum)
+    return list(zip(self.noisy_average(clipped_sum), var_list))
+
+  def minimize(self, loss, var_list, tape=None):
+    """`compute_gradients`, then `apply_gradients` once they are checked.
+
+    The update, step count included, waits for the private gradients (and
+    so for `compute_gradients`' check of the per-example norms): a refused
+    step changes nothing and is not counted.
+    """
+    grads_and_vars = self.compute_gradients(loss, var_list, tape)
+    with tf.control_dependencies([g for g, _ in grads_and_vars]):
+      return self.apply_gradients(grads_and_vars)
 
   def _dp_config(self) -> Dict[str, float]:
     return {name: getattr(self, name) for name in _DP_ARGUMENTS}
@@ -155,6 +190,7 @@ def dp_optimizer_class(
                  expected_batch_size: int, **kwargs):
       self._init_dp(l2_norm_clip, noise_multiplier, expected_batch_size)
       super().__init__(*args, **kwargs)
+      self._create_lineage_variable()
 
     def get_config(self):
       config = super().get_config()

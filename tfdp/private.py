@@ -8,12 +8,14 @@ in the optimizer, as for the plain path; `make_private` only chooses the
 engine and the physical batch size.
 """
 
+import inspect
 import types
 from typing import Any, Optional
 
 import tensorflow as tf
 
 from tfdp import _validation
+from tfdp import clipping
 from tfdp import optimizers
 from tfdp.clipping import fast
 from tfdp.layers import public_batch_norm
@@ -55,7 +57,9 @@ def make_private(model: tf.keras.Model,
       every example's influence.
 
   Returns:
-    The same model object, with its `train_step` replaced.
+    The same model object, with its `train_step` replaced, and its `fit`,
+    which first lets each `tfdp.callbacks.PrivacyCallback` check that the
+    training data comes from the sampler its accountant assumes.
 
   Raises:
     UnsupportedLayerError: if the model cannot be trained privately as is.
@@ -88,7 +92,32 @@ def make_private(model: tf.keras.Model,
   object.__setattr__(model, "_tfdp_public_data", public_data)
   object.__setattr__(model, "_tfdp_adversarial", adversarial)
   model.train_step = types.MethodType(_private_train_step, model)
+  model.fit = types.MethodType(_private_fit, model)
   return model
+
+
+_FIT_SIGNATURE = inspect.signature(tf.keras.Model.fit)
+
+
+def _private_fit(self, *args, **kwargs):
+  """Keras fit, after each callback's check of the training data.
+
+  Also lets a fit follow one with `tf.keras.callbacks.BackupAndRestore`.
+
+  `tfdp.callbacks.PrivacyCallback.check_training_data` refuses data whose
+  batches the accountant does not describe (arrays, shuffle().batch(), or
+  another sampler than the accountant's).
+  """
+  arguments = _FIT_SIGNATURE.bind(self, *args, **kwargs).arguments
+  for callback in arguments.get("callbacks") or ():
+    check = getattr(callback, "check_training_data", None)
+    if check is not None:
+      check(arguments.get("x"), arguments.get("batch_size"))
+  if not hasattr(self, "_training_state"):
+    # Keras 2.15's BackupAndRestore deletes this at the end of a fit, and the
+    # next fit without it then fails reading it.
+    self._training_state = None  # pylint: disable=protected-access
+  return type(self).fit(self, *args, **kwargs)
 
 
 def is_private(model: tf.keras.Model) -> bool:
@@ -118,7 +147,7 @@ def _clipped_sum(model, x, y, sample_weight, l2_norm_clip):
 
 def _accumulated_clipped_sum(model, x, y, sample_weight, l2_norm_clip,
                              physical_batch_size):
-  """Clipped sum of a logical batch, in chunks of `physical_batch_size`."""
+  """Clipped sum, predictions and norms of a logical batch, in chunks."""
   batch = tf.shape(tf.nest.flatten(x)[0])[0]
   chunks = (batch + physical_batch_size - 1) // physical_batch_size
 
@@ -127,26 +156,63 @@ def _accumulated_clipped_sum(model, x, y, sample_weight, l2_norm_clip,
     return tf.nest.map_structure(
         lambda t: t[start:start + physical_batch_size], tensors)
 
-  def body(index, sums, predictions):
+  def body(index, sums, predictions, norms):
     result, chunk_predictions = _clipped_sum(
         model, chunk(x, index), chunk(y, index),
         None if sample_weight is None else chunk(sample_weight, index),
         l2_norm_clip)
     sums = [s + g for s, g in zip(sums, result.gradient_sum)]
-    return index + 1, sums, predictions.write(index, chunk_predictions)
+    return (index + 1, sums, predictions.write(index, chunk_predictions),
+            norms.write(index, result.norms))
 
   initial_sums = [tf.zeros_like(v) for v in model.trainable_variables]
   output = model.outputs[0] if model.outputs else None
   predictions = tf.TensorArray(output.dtype if output is not None else
                                tf.float32, size=chunks, infer_shape=False)
-  _, sums, predictions = tf.while_loop(
+  norms = tf.TensorArray(tf.float32, size=chunks, infer_shape=False)
+  # One chunk at a time: the sums need no more, and TF 2.15.1's oneDNN
+  # FusedBatchNorm kernel (which Keras' LayerNormalization runs on) keeps
+  # buffers as members, so a full chunk and the ragged last one in flight
+  # together corrupt the heap (fixed upstream after 2.15).
+  _, sums, predictions, norms = tf.while_loop(
       lambda index, *_: index < chunks, body,
-      (tf.constant(0), initial_sums, predictions))
+      (tf.constant(0), initial_sums, predictions, norms),
+      parallel_iterations=1)
   predictions = predictions.concat()
   if output is not None:
     # The loop loses the static shape, which Keras' metrics need.
     predictions.set_shape(output.shape)
-  return sums, predictions
+  return sums, predictions, norms.concat()
+
+
+def _expects_integer_labels(loss) -> bool:
+  """True if `loss` (compile's argument) casts labels to class indices."""
+  for item in tf.nest.flatten(loss):
+    if isinstance(item, tf.keras.losses.SparseCategoricalCrossentropy):
+      return True
+    name = item if isinstance(item, str) else getattr(item, "__name__", "")
+    if name == "sparse_categorical_crossentropy":
+      return True
+  return False
+
+
+def _check_integer_labels(y):
+  """`y`, once float labels are checked to be whole numbers.
+
+  A sparse categorical loss casts labels to integers, so a label 2.7 would
+  silently train as class 2 (and NaN as some class).
+  """
+  if not isinstance(y, tf.Tensor) or not y.dtype.is_floating:
+    return y
+  whole = tf.reduce_all(tf.equal(y, tf.round(y)))
+  check = tf.debugging.Assert(whole, [
+      "tfdp: y holds labels that are not whole numbers (or NaN/Inf), which "
+      "the sparse categorical loss would truncate to class indices; "
+      "offending labels, first ones:",
+      tf.boolean_mask(tf.reshape(y, [-1]), tf.reshape(
+          tf.not_equal(y, tf.round(y)), [-1]))], summarize=5)
+  with tf.control_dependencies([check]):
+    return tf.identity(y)
 
 
 def _private_train_step(self, data):
@@ -164,16 +230,20 @@ def _private_train_step(self, data):
   physical = self._tfdp_physical_batch_size
   if self._tfdp_public_data is not None:
     public_batch_norm.update_public_statistics(self, self._tfdp_public_data)
+  if _expects_integer_labels(self.loss):
+    y = _check_integer_labels(y)
   if self._tfdp_adversarial is not None:
     x = self._tfdp_adversarial.perturb(self, x, y)
   # pylint: enable=protected-access
   if physical is None:
     result, predictions = _clipped_sum(self, x, y, sample_weight,
                                        optimizer.l2_norm_clip)
-    clipped_sum = result.gradient_sum
+    clipped_sum, norms = result.gradient_sum, result.norms
   else:
-    clipped_sum, predictions = _accumulated_clipped_sum(
+    clipped_sum, predictions, norms = _accumulated_clipped_sum(
         self, x, y, sample_weight, optimizer.l2_norm_clip, physical)
+  clipped_sum = clipping.check_finite_norms(norms, optimizer.iterations,
+                                            clipped_sum)
   gradients = optimizer.noisy_average(clipped_sum)
   if self.losses:
     # Weight regularisers do not depend on the data: their gradient is added
@@ -184,5 +254,8 @@ def _private_train_step(self, data):
         penalty, self.trainable_variables,
         unconnected_gradients=tf.UnconnectedGradients.ZERO)
     gradients = [g + r for g, r in zip(gradients, regularization)]
-  optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+  # The update, step count included, waits for the gradients and so for
+  # their checks: a refused step changes nothing and is not counted.
+  with tf.control_dependencies(gradients):
+    optimizer.apply_gradients(zip(gradients, self.trainable_variables))
   return self.compute_metrics(x, y, predictions, sample_weight)

@@ -218,3 +218,21 @@ def test_offset_views_match_extract_patches():
                                      [1, 1, 1, 1], "SAME")
   expected = tf.reshape(patches, [2, -1, 6, 3])  # offsets row-major, then C
   np.testing.assert_array_equal(tf.stack(views, axis=2), expected)
+
+
+# 1x1 kernels with strides run as stride 1 on the subsampled input
+# (test_onednn_guards.py). 16 input channels: the oracle differentiates the
+# strided op itself, which TF 2.15.1's oneDNN gets wrong below 16.
+@pytest.mark.parametrize("path", _PATHS)
+@pytest.mark.parametrize("layer,input_shape", [
+    (lambda: tf.keras.layers.Conv1D(3, 1, strides=2, padding="causal"),
+     (9, 16)),
+    (lambda: tf.keras.layers.Conv2D(4, 1, strides=(3, 2), groups=2),
+     (7, 8, 16)),
+    (lambda: tf.keras.layers.Conv3D(2, 1, strides=(2, 1, 2), padding="same"),
+     (5, 3, 4, 16)),
+], ids=["conv1d-causal", "conv2d-grouped", "conv3d"])
+def test_strided_pointwise_matches_oracle(layer, input_shape, path,
+                                          force_path):
+  force_path(path)
+  _assert_matches_oracle(layer(), input_shape, seed=3, in_function=True)

@@ -40,8 +40,11 @@ def test_benchmark_architectures_at_small_width(build):
 def test_keras_cv_backbone_nested_in_a_functional_model():
   keras_cv = pytest.importorskip("keras_cv")
   tf.keras.utils.set_random_seed(1)
+  # 16 channels into the strided 1x1 shortcut: the per-example oracle
+  # differentiates it with TensorFlow's own kernel, which oneDNN 3.2.1 gets
+  # wrong below 16 (tests/clipping/test_onednn_guards.py).
   backbone = keras_cv.models.ResNetBackbone(
-      stackwise_filters=[4, 8], stackwise_blocks=[1, 1],
+      stackwise_filters=[16, 8], stackwise_blocks=[1, 1],
       stackwise_strides=[1, 2], include_rescaling=False,
       input_shape=(12, 12, 3))
   # Its BatchNormalization layers run in inference mode once frozen, which is

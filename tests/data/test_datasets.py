@@ -145,6 +145,9 @@ def test_npz_missing_file_names_the_path(tmp_path):
     ({"x": np.zeros((4, 4), np.uint8), "y": _Y}, r"shape \(N, H, W\)"),
     ({"x": _X, "y": _Y[:, None]}, r"y .* must have shape \(N,\)"),
     ({"x": _X + 2.0, "y": _Y}, r"values in \[0, 1\]"),
+    ({"x": np.where(np.arange(4)[:, None, None] % 2, np.nan, 0.5),
+      "y": _Y}, r"x in .* has 2 of 4 rows with NaN or infinite values, the "
+     r"first at row 1: drop or impute"),
     ({"x": _X.astype(np.int32), "y": _Y}, "uint8"),
     ({"x": _X, "y": _Y - 1}, "labels >= 0"),
     ({"x": _X, "y": _Y + 0.5}, "integer labels"),

@@ -241,3 +241,40 @@ _X, _Y = _tagged(10)
 def test_errors(sampler, name, args, kwargs, match):
   with pytest.raises(ValueError, match=match.format(name=name)):
     sampler(*args, **kwargs)
+
+
+def _with_non_finite(array, rows, value=np.nan):
+  array = array.copy()
+  array[rows] = value
+  return array
+
+
+@pytest.mark.parametrize("sampler", [sampling.poisson_batches,
+                                     sampling.fixed_size_batches])
+@pytest.mark.parametrize("args, match", [
+    ((_with_non_finite(_X, [7, 3]), _Y),
+     r"x has 2 of 10 rows with NaN or infinite values, the first at row 3: "
+     r"drop or impute"),
+    ((_with_non_finite(_X, (5, 1), -np.inf), _Y),
+     r"x has 1 of 10 rows .* first at row 5"),
+    ((_X, _with_non_finite(_Y.astype(np.float32), [4], np.inf)),
+     r"y has 1 of 10 rows with NaN or infinite values, the first at row 4"),
+])
+def test_non_finite_examples_are_refused(sampler, args, match):
+  with pytest.raises(ValueError, match=match):
+    sampler(*args, 2, seed=0)
+
+
+@pytest.mark.parametrize("sampler", [sampling.poisson_batches,
+                                     sampling.fixed_size_batches])
+def test_finite_float_targets_and_numpy_scalars_are_accepted(sampler):
+  targets = _Y.astype(np.float32) / 3  # Regression targets.
+  sampled = sampler(_X, targets, np.int64(4), steps_per_epoch=np.int32(3),
+                    seed=np.int64(0))
+  assert isinstance(sampled.expected_batch_size, int)  # Not numpy's.
+  assert sampled.expected_batch_size == 4
+  assert sampled.steps_per_epoch == 3
+  batches = list(sampled.dataset.as_numpy_iterator())
+  assert len(batches) == 3
+  for x, y in batches:
+    np.testing.assert_allclose(x[:, 0] / 3, y)

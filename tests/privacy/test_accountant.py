@@ -56,12 +56,13 @@ def test_checkpoint_restores_steps_into_a_fresh_accountant(tmp_path):
   assert fresh.spent() == accountant.spent()
 
 
-def test_step_count_is_one_non_trainable_first_replica_variable():
+def test_counters_are_non_trainable_first_replica_variables():
   accountant = _accountant()
-  (steps,) = accountant.variables
+  assert len(accountant.variables) == 3  # Steps, lineage, iterations counted.
   assert not accountant.trainable_variables
-  assert steps.dtype == tf.int64
-  assert steps.aggregation == tf.VariableAggregation.ONLY_FIRST_REPLICA
+  for variable in accountant.variables:
+    assert variable.dtype == tf.int64
+    assert variable.aggregation == tf.VariableAggregation.ONLY_FIRST_REPLICA
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -105,3 +106,104 @@ def test_properties():
 def test_bad_arguments_raise(call, match):
   with pytest.raises(ValueError, match=match):
     call()
+
+
+def _optimizer(**kwargs):
+  # Imported here: tfdp.privacy must not need the optimizers at import.
+  from tfdp import optimizers  # pylint: disable=g-import-not-at-top
+  return optimizers.DPSGD(**{"learning_rate": 0.1, "l2_norm_clip": 1.0,
+                             "noise_multiplier": _SIGMA,
+                             "expected_batch_size": 50, **kwargs})
+
+
+def _take_steps(optimizer, steps):
+  optimizer.iterations.assign_add(steps)  # What apply_gradients counts.
+
+
+def test_tracked_optimizer_steps_count_without_any_callback():
+  optimizer, accountant = _optimizer(), _accountant()
+  accountant.track(optimizer)
+  _take_steps(optimizer, 7)
+  assert accountant.steps == 7
+  assert accountant.spent() == accounting.compute_epsilon(
+      _SIGMA, 7, _DELTA, **_SIZES)
+  accountant.track(optimizer)  # Idempotent.
+  accountant.record_steps(3)  # By-hand steps add up with tracked ones.
+  _take_steps(optimizer, 2)
+  assert accountant.steps == 12
+
+
+def test_new_accountant_counts_the_steps_an_optimizer_already_took():
+  optimizer = _optimizer()
+  _take_steps(optimizer, 40)
+  accountant = _accountant()
+  accountant.track(optimizer)
+  assert accountant.steps == 40
+
+
+@pytest.mark.parametrize("track_before_restore", [True, False])
+@pytest.mark.parametrize("saved_with_accountant", [True, False])
+def test_restored_optimizer_counts_its_lineage_once(
+    tmp_path, track_before_restore, saved_with_accountant):
+  """10 steps saved, then restored into a new optimizer and accountant.
+
+  As in a new process; the accountant rides along in the checkpoint when it
+  tracked the optimizer, and tracking may start before or after the restore
+  (the callback order around BackupAndRestore).
+  """
+  optimizer = _optimizer()
+  if saved_with_accountant:
+    _accountant().track(optimizer)
+  _take_steps(optimizer, 10)
+  path = tf.train.Checkpoint(optimizer=optimizer).write(str(tmp_path / "c"))
+  restored_optimizer, restored = _optimizer(), _accountant()
+  if track_before_restore:
+    restored.track(restored_optimizer)
+  tf.train.Checkpoint(optimizer=restored_optimizer).read(path)
+  restored.track(restored_optimizer)
+  assert restored_optimizer.iterations.numpy() == 10
+  assert restored.steps == 10
+  _take_steps(restored_optimizer, 5)
+  assert restored.steps == 15
+
+
+def test_steps_of_successive_optimizers_add_up_and_never_go_down(tmp_path):
+  first, accountant = _optimizer(), _accountant()
+  accountant.track(first)
+  _take_steps(first, 30)
+  older = tf.train.Checkpoint(optimizer=first).write(str(tmp_path / "old"))
+  _take_steps(first, 20)
+  assert accountant.steps == 50
+  # The optimizer goes back to an older checkpoint: the 20 steps taken since
+  # stay counted.
+  tf.train.Checkpoint(optimizer=first).read(older)
+  assert first.iterations.numpy() == 30
+  assert accountant.steps == 50
+  _take_steps(first, 1)
+  assert accountant.steps == 51
+  # Another optimizer that already took steps of its own (another lineage):
+  # all of them count, on top.
+  second = _optimizer()
+  _take_steps(second, 100)
+  accountant.track(second)
+  assert accountant.steps == 151
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(noise_multiplier=1.0), "noise_multiplier"),
+    (dict(expected_batch_size=64), "expected_batch_size"),
+])
+def test_track_refuses_an_optimizer_that_does_not_match(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    _accountant().track(_optimizer(**kwargs))
+
+
+def test_track_refuses_a_non_private_optimizer():
+  with pytest.raises(ValueError, match="non-private"):
+    _accountant().track(tf.keras.optimizers.SGD(0.1))
+
+
+def test_delta_not_below_one_over_n_warns(caplog):
+  with caplog.at_level("WARNING"):
+    PrivacyAccountant(_SIGMA, 1e-3, batch_size=10, dataset_size=1000)
+  assert "1/N" in caplog.text

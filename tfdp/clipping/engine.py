@@ -45,6 +45,41 @@ def clip_factors(norms: tf.Tensor, l2_norm_clip: float) -> tf.Tensor:
   return clip / tf.maximum(norms, clip)
 
 
+def check_finite_norms(norms: tf.Tensor, step: tf.Tensor,
+                       tensors: Sequence[tf.Tensor]) -> List[tf.Tensor]:
+  """`tensors`, available only once every per-example norm is finite.
+
+  A NaN or Inf gradient (from a non-finite input, a diverging loss...) would
+  turn every weight NaN through the clipped sum, while the step is still
+  charged to the privacy budget. Whatever consumes the returned tensors
+  waits for this check; callers make the update (and so the step count)
+  wait for them, so a failing step changes nothing.
+
+  Args:
+    norms: the per-example gradient norms, [B].
+    step: the number of steps taken before this one (e.g. the optimizer's
+      `iterations`), for the message.
+    tensors: what must not be used before the check.
+
+  Returns:
+    `tensors`, through identities that depend on the check.
+
+  Raises:
+    tf.errors.InvalidArgumentError: when the step runs, naming the step and
+      the number of non-finite norms.
+  """
+  finite = tf.math.is_finite(norms)
+  check = tf.debugging.Assert(tf.reduce_all(finite), [
+      "tfdp: non-finite (NaN or Inf) per-example gradient norms at DP step",
+      step + 1, "(1-based); examples affected:",
+      tf.reduce_sum(tf.cast(tf.logical_not(finite), tf.int32)),
+      "of", tf.size(norms), ". Nothing was applied or charged for this step. "
+      "Check the inputs for NaN/Inf (tfdp.data samplers refuse them) and the "
+      "loss for overflow (e.g. use from_logits=True)."], summarize=1)
+  with tf.control_dependencies([check]):
+    return [tf.identity(t) for t in tensors]
+
+
 def as_per_example_losses(losses: tf.Tensor) -> tf.Tensor:
   """Checks that `losses` holds one loss per example and returns it as [B].
 

@@ -65,17 +65,22 @@ class ImageDataset:
 
 
 def _to_unit_float(name: str, x: np.ndarray) -> np.ndarray:
-  """Returns images as float32 in [0, 1]: uint8 is divided by 255."""
+  """Returns images as float32 in [0, 1]: uint8 is divided by 255.
+
+  Float images must be finite (a NaN or infinite pixel is refused, naming
+  the first bad image) and lie in [0, 1].
+  """
   if x.dtype == np.uint8:
     return x.astype(np.float32) / np.float32(255.0)
   if not np.issubdtype(x.dtype, np.floating):
     raise ValueError(
         f"{name} must be uint8 (0..255) or float in [0, 1], got dtype "
         f"{x.dtype}")
+  _validation.check_finite_rows(name, x)
   if x.size and not np.all((x >= 0) & (x <= 1)):
     raise ValueError(
         f"{name} must hold float values in [0, 1], got values in "
-        f"[{np.nanmin(x)}, {np.nanmax(x)}] (or NaN)")
+        f"[{x.min()}, {x.max()}]")
   return x.astype(np.float32)
 
 
@@ -144,10 +149,11 @@ def load_npz(path: Union[str, os.PathLike],
   """Loads a labelled image dataset from a numpy `.npz` file.
 
   The file holds an array `x` of images, shape (N, H, W) or (N, H, W, C),
-  either uint8 (0..255, divided by 255) or float with values in [0, 1], and
-  an array `y` of N non-negative integer labels. Grey-scale (N, H, W) images
-  get a channel axis of size 1. The examples are split into train and test
-  as in `load_digits` (stratified by label where possible, fixed by `seed`).
+  either uint8 (0..255, divided by 255) or float with finite values in [0, 1]
+  (no NaN or infinity), and an array `y` of N non-negative integer labels.
+  Grey-scale (N, H, W) images get a channel axis of size 1. The examples are
+  split into train and test as in `load_digits` (stratified by label where
+  possible, fixed by `seed`).
 
   Args:
     path: path of the `.npz` file.

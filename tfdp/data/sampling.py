@@ -22,8 +22,11 @@ that nobody knows which examples a batch holds, and a seed that is in the
 code or on the command line would tell. Pass `seed` for tests only.
 
 The whole dataset is held in memory as tensors and rows are gathered per
-step. Note that the usual `dataset.shuffle().batch()` pipeline is neither of
-these samplers and its privacy is not what the accountant reports.
+step. Floating-point x and y are checked once, at construction, for NaN and
+infinite values: one such example would turn every update into NaN while the
+accountant still charges the steps. Note that the usual
+`dataset.shuffle().batch()` pipeline is neither of these samplers and its
+privacy is not what the accountant reports.
 """
 
 import dataclasses
@@ -71,7 +74,11 @@ class SampledDataset:
 
 
 def _check_arrays(x: Any, y: Any) -> int:
-  """Returns N = len(x) after checking that x and y are equally long, N >= 1."""
+  """Returns N = len(x) after checking x and y.
+
+  They must be equally long, N >= 1, and hold no NaN or infinite value where
+  they are floating-point.
+  """
   n, n_y = np.shape(x)[:1], np.shape(y)[:1]
   if not n or not n_y:
     raise ValueError(
@@ -83,11 +90,13 @@ def _check_arrays(x: Any, y: Any) -> int:
   if n[0] == 0:
     raise ValueError("x must hold at least one example, got 0: the dataset is "
                      "empty")
+  _validation.check_finite_rows("x", x)
+  _validation.check_finite_rows("y", y)
   return n[0]
 
 
 def _check_batch_size(name: str, value: Any, dataset_size: int) -> int:
-  _validation.check_positive_int(name, value)
+  value = _validation.check_positive_int(name, value)
   if value > dataset_size:
     raise ValueError(
         f"{name} must be <= the dataset size {dataset_size}, got {value}: it "
@@ -105,9 +114,9 @@ def _check_steps(steps_per_epoch: Optional[int], dataset_size: int,
 
 def _sampled_dataset(x: Any, y: Any, sampling: str, batch_size: int,
                      steps_per_epoch: Optional[int], seed: Optional[int],
-                     select: Callable[[tf.Tensor, int], tf.Tensor]
+                     select: Callable[[tf.Tensor, int, int], tf.Tensor]
                      ) -> SampledDataset:
-  """Builds the batches: per step, `select(step_seed, N)` gives row indices."""
+  """Builds the batches: per step, `select(step_seed, N, b)` gives the rows."""
   n = _check_arrays(x, y)
   batch_size = _check_batch_size(
       "expected_batch_size" if sampling == POISSON else "batch_size",
@@ -117,11 +126,11 @@ def _sampled_dataset(x: Any, y: Any, sampling: str, batch_size: int,
     # Not None: tf.data would derive it from the global seed when one is set.
     seed = secrets.randbits(63)
   else:
-    _validation.check_non_negative_int("seed", seed)
+    seed = _validation.check_non_negative_int("seed", seed)
   x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
 
   def gather(step_seed):
-    indices = select(step_seed, n)
+    indices = select(step_seed, n, batch_size)
     return tf.gather(x, indices), tf.gather(y, indices)
 
   # Pairs of random int64s, fresh on every iteration: one stateless seed a step.
@@ -130,8 +139,65 @@ def _sampled_dataset(x: Any, y: Any, sampling: str, batch_size: int,
   dataset = step_seeds.map(
       gather, num_parallel_calls=tf.data.AUTOTUNE,
       deterministic=True).prefetch(tf.data.AUTOTUNE)
-  return SampledDataset(dataset=dataset, sampling=sampling, dataset_size=n,
-                        expected_batch_size=batch_size, steps_per_epoch=steps)
+  sampled = SampledDataset(dataset=dataset, sampling=sampling,
+                           dataset_size=n, expected_batch_size=batch_size,
+                           steps_per_epoch=steps)
+  # What `sampler_of` reads back (the dataset cannot hold `sampled` itself
+  # without a cycle).
+  dataset._tfdp_sampler = dataclasses.replace(sampled, dataset=None)  # pylint: disable=protected-access
+  return sampled
+
+
+# Transformations that keep a sampler's batches as they are: every element
+# is still one sampled batch (repeat: more steps; take: fewer).
+_PASS_THROUGH = ("RepeatDataset", "TakeDataset", "PrefetchDataset",
+                 "OptionsDataset", "CacheDataset")
+
+
+def _kind(dataset: tf.data.Dataset) -> str:
+  """The transformation's class name, e.g. "RepeatDataset" for repeat()."""
+  return type(dataset).__name__.lstrip("_")
+
+
+def _input_datasets(dataset: tf.data.Dataset):
+  try:
+    return list(dataset._inputs())  # pylint: disable=protected-access
+  except (AttributeError, NotImplementedError):
+    return []
+
+
+def sampler_of(dataset: tf.data.Dataset) -> Optional[SampledDataset]:
+  """The tfdp sampler whose batches `dataset` yields, or None.
+
+  Found on a `SampledDataset.dataset` or on it after transformations that
+  keep its batches (repeat, take, prefetch, options, cache). The result
+  describes the sampler (its `dataset` field is None).
+  """
+  while True:
+    sampler = getattr(dataset, "_tfdp_sampler", None)
+    if sampler is not None:
+      return sampler
+    inputs = _input_datasets(dataset)
+    if _kind(dataset) not in _PASS_THROUGH or len(inputs) != 1:
+      return None
+    dataset = inputs[0]
+
+
+def is_batched(dataset: tf.data.Dataset) -> bool:
+  """True if `dataset` batches elements (batch, padded_batch...) somewhere.
+
+  A batched pipeline such as `shuffle().batch()` puts every example in
+  exactly one batch per pass: neither sampler the accountant models. A tfdp
+  sampler's own inner workings do not count.
+  """
+  pending = [dataset]
+  while pending:
+    current = pending.pop()
+    if "Batch" in _kind(current):
+      return True
+    if getattr(current, "_tfdp_sampler", None) is None:  # Not a sampler's.
+      pending.extend(_input_datasets(current))
+  return False
 
 
 def poisson_batches(x: Any,
@@ -152,8 +218,12 @@ def poisson_batches(x: Any,
   their order in x.
 
   Args:
-    x: per-example inputs, first axis N (any dtype, kept).
+    x: per-example inputs, first axis N (any dtype, kept; floating-point
+      inputs must be finite).
     y: per-example labels or targets, first axis N (any dtype, kept).
+      Class labels for a sparse categorical loss must be integers (the
+      private train step refuses fractional ones); floating-point y is for
+      regression targets (or one-hot labels) and must be finite.
     expected_batch_size: the expected batch size N q, an integer in [1, N].
     steps_per_epoch: batches per iteration; default round(N /
       expected_batch_size), one expected pass over the data.
@@ -163,10 +233,15 @@ def poisson_batches(x: Any,
 
   Returns:
     A `SampledDataset` with sampling `POISSON`.
+
+  Raises:
+    ValueError: for x and y of different lengths or with no example, for a
+      NaN or infinite value in floating-point x or y (the message counts the
+      bad rows and gives the first), or for an argument out of its range.
   """
 
-  def select(step_seed, n):
-    q = expected_batch_size / n
+  def select(step_seed, n, b):
+    q = b / n
     u = tf.random.stateless_uniform([n], seed=step_seed, dtype=tf.float64)
     return tf.where(u < q)[:, 0]
 
@@ -193,8 +268,12 @@ def fixed_size_batches(x: Any,
   does not model it.
 
   Args:
-    x: per-example inputs, first axis N (any dtype, kept).
+    x: per-example inputs, first axis N (any dtype, kept; floating-point
+      inputs must be finite).
     y: per-example labels or targets, first axis N (any dtype, kept).
+      Class labels for a sparse categorical loss must be integers (the
+      private train step refuses fractional ones); floating-point y is for
+      regression targets (or one-hot labels) and must be finite.
     batch_size: the batch size b, an integer in [1, N].
     steps_per_epoch: batches per iteration; default round(N / batch_size).
     seed: None (default) for a secret sequence from the OS's entropy; a
@@ -203,12 +282,15 @@ def fixed_size_batches(x: Any,
 
   Returns:
     A `SampledDataset` with sampling `FIXED_SIZE`.
+
+  Raises:
+    ValueError: as `poisson_batches`.
   """
 
-  def select(step_seed, n):
+  def select(step_seed, n, b):
     permutation = tf.random.experimental.stateless_shuffle(
         tf.range(n, dtype=tf.int64), seed=step_seed)
-    return permutation[:batch_size]
+    return permutation[:b]
 
   return _sampled_dataset(x, y, FIXED_SIZE, batch_size, steps_per_epoch, seed,
                           select)

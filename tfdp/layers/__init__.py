@@ -5,8 +5,9 @@ from tfdp.layers.public_batch_norm import public_batch_norm_layers
 from tfdp.layers.public_batch_norm import public_pass
 from tfdp.layers.public_batch_norm import PublicBatchNormalization
 from tfdp.layers.public_batch_norm import update_public_statistics
+from tfdp.layers.subsample import Subsample
 
 __all__ = [
-    "PublicBatchNormalization", "convert_batch_norm",
+    "PublicBatchNormalization", "Subsample", "convert_batch_norm",
     "public_batch_norm_layers", "public_pass", "update_public_statistics",
 ]

@@ -16,6 +16,7 @@ from typing import Callable, Dict, Optional, Tuple
 import tensorflow as tf
 
 from tfdp import _validation
+from tfdp.layers import subsample
 from tfdp.models.papernot_cnn import scaled_channels
 
 # A normalisation factory maps (channels, groups, name) to a layer, or to None
@@ -100,6 +101,11 @@ class _Builder:
 
   def conv(self, x: tf.Tensor, filters: int, kernel_size: int, stride: int,
            name: str) -> tf.Tensor:
+    if kernel_size == 1 and stride > 1:
+      # The same map without a strided 1x1 convolution, whose filter gradient
+      # TF 2.15.1's oneDNN gets wrong (see tfdp.layers.Subsample).
+      x = subsample.Subsample((stride, stride), name=name + "_subsample")(x)
+      stride = 1
     return tf.keras.layers.Conv2D(filters, kernel_size, strides=stride,
                                   padding="same", use_bias=self._conv_bias,
                                   name=name)(x)
@@ -122,7 +128,8 @@ class _Builder:
       y = conv(relu(norm(conv(relu(norm(x)))))) + shortcut(x),
     where a projecting shortcut starts from relu(norm(x)).
     The shortcut is the identity when the shape is unchanged, else a strided
-    1x1 convolution (followed by a normalisation when post-activation).
+    1x1 convolution (followed by a normalisation when post-activation),
+    built as subsampling then a stride-1 1x1 convolution.
     """
     projection = stride != 1 or x.shape[-1] != filters
     if preactivation:

@@ -26,14 +26,45 @@ The two relations put epsilon on different scales: a replacement is a removal
 then an addition, so an (epsilon, delta) add/remove-one guarantee gives
 (2 epsilon, (1 + e^epsilon) delta) under replace-one; replace-one in turn
 treats the dataset size as public.
+
+Guarded PLD accounting. dp_accounting's PLD accountant puts the privacy loss
+of one step on a grid of step ``1e-4`` (its default
+``value_discretization_interval``), some ``1 / (2 sigma^2) + 10 / sigma`` wide
+(twice that at q = 1), and the loss of ``T`` steps, composed by FFT, on a grid
+as wide as its Chernoff bound: small noise multipliers or many steps would
+need billions of points (sigma = 1e-3: 38 GiB). tfdp sizes both grids first
+(one step exactly, from dp_accounting's connect-the-dots bounds; the
+composition by dp_accounting's own Chernoff bound, on a 1,024-point grid) and
+
+* within 2^19 points for one step and 2^24 for the composition (at most about
+  1 GB and 20 s on 2 cores; e.g. sigma >= 0.5 with q <= 0.05, or sigma >= 1
+  with q <= 0.125, up to 1e5 steps, and sigma >= 0.5 at any q up to 1,500
+  steps; `_guarded_pld_epsilon` has the details) runs the PLD accountant
+  with its defaults: results unchanged;
+* beyond, coarsens the interval until the grids fit in 2^16 and 2^22 points
+  (a few seconds, ~0.3 GB; dp_accounting's pessimistic PLD is an upper bound
+  at any interval), runs the RDP accountant too, and reports the smaller of
+  the two upper bounds, RDP alone where a grid that fits would be too coarse
+  (intervals over 100, or 1,000 points or fewer per step). The result's
+  `PrivacySpent.accountant` names the accountant that produced it; one warning
+  is logged per noise multiplier and sampling probability.
+
+Noise multipliers in (0, 1e-100) and more than 1e18 steps are refused with a
+ValueError: dp_accounting's RDP accountant does not terminate below
+(``1 / sigma^2`` overflows) and counts steps in int64 beyond.
 """
 
 import dataclasses
 import functools
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
+from absl import logging
 import dp_accounting
+from dp_accounting.pld import common as pld_common
+from dp_accounting.pld import privacy_loss_distribution
+from dp_accounting.pld import privacy_loss_mechanism
+import numpy as np
 
 from tfdp import _validation
 
@@ -52,10 +83,36 @@ _NEIGHBORING_RELATIONS = {
     FIXED_SIZE: dp_accounting.NeighboringRelation.REPLACE_ONE,
 }
 
+# The accounted range. Below ~1e-154 dp_accounting's RDP accountant overflows
+# 1 / sigma^2 and loops forever; it counts steps in int64 (up to 9.2e18).
+MIN_NOISE_MULTIPLIER = 1e-100
+MAX_STEPS = 10**18
+
+
+def _check_noise_multiplier(name: str, value) -> float:
+  """`value` if it is 0 (no noise) or finite and >= MIN_NOISE_MULTIPLIER."""
+  value = _validation.check_non_negative(name, value)
+  if 0 < value < MIN_NOISE_MULTIPLIER:
+    raise ValueError(
+        f"{name} must be 0 (no noise) or >= {MIN_NOISE_MULTIPLIER:g} to be "
+        f"accounted, got {value!r}: dp_accounting's RDP accountant "
+        "overflows below that (epsilon would exceed 1e200 anyway)")
+  return value
+
+
+def _check_steps(name: str, value) -> int:
+  """`value` if it is an integer in [0, MAX_STEPS]."""
+  value = _validation.check_non_negative_int(name, value)
+  if value > MAX_STEPS:
+    raise ValueError(f"{name} must be <= {MAX_STEPS:.0e} to be accounted, got "
+                     f"{value!r}: dp_accounting counts steps in int64")
+  return value
+
+
 # The check for each scalar argument a public entry point may take.
 _SCALAR_CHECKS = {
-    "noise_multiplier": _validation.check_non_negative,
-    "steps": _validation.check_non_negative_int,
+    "noise_multiplier": _check_noise_multiplier,
+    "steps": _check_steps,
     "delta": _validation.check_open_unit_interval,
     "target_epsilon": _validation.check_positive,
     "tolerance": _validation.check_open_unit_interval,
@@ -68,6 +125,34 @@ _SCALAR_CHECKS = {
 _MAX_SPLITS = 100
 # Floor for epsilons whose log is taken.
 _TINY = 1e-300
+
+# The PLD guard (module docstring). dp_accounting's default
+# value_discretization_interval, and tail_mass_truncation of PLD
+# self-composition.
+_PLD_INTERVAL = 1e-4
+_TAIL_MASS_TRUNCATION = 1e-15
+# Grid sizes (points) within which dp_accounting's defaults are used unchanged:
+# building a single-step grid costs ~30 us a point, composing ~60 bytes and
+# ~0.5 us a point (at most ~1 GB and ~20 s, measured on 2 cores).
+_MAX_DEFAULT_STEP_POINTS = 2**19
+_MAX_DEFAULT_COMPOSED_POINTS = 2**24
+# Grid sizes of a coarsened PLD beyond them: a few seconds and ~0.3 GB.
+_MAX_COARSE_STEP_POINTS = 2**16
+_MAX_COARSE_COMPOSED_POINTS = 2**22
+# dp_accounting keeps a PMF of up to this many points sparse, and composes a
+# sparse PMF of n points T times only after computing the integer n^T: allow
+# that up to 2^23 bits (~1.5 s).
+_MAX_SPARSE_POINTS = 1000
+_MAX_SPARSE_BITS = 2**23
+# The coarsest interval: dp_accounting's connect-the-dots PMF takes
+# expm1(interval), which overflows past 709.
+_MAX_INTERVAL = 100.0
+# Points of the grid on which the composed width is estimated, and the factor
+# on that estimate (the composed grid was measured up to 1.25 times wider).
+_ESTIMATE_POINTS = 2**10
+_ESTIMATE_MARGIN = 1.3
+# (noise multiplier, q, accountant) of the fallbacks already warned about.
+_WARNED = set()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,34 +267,276 @@ def _event(noise_multiplier: float, steps: int,
   return dp_accounting.SelfComposedDpEvent(step, steps)
 
 
+@functools.lru_cache(maxsize=64)
+def _step_loss_bounds(noise_multiplier: float,
+                      q: float) -> Tuple[Tuple[float, float], ...]:
+  """The privacy losses spanned by one Poisson-subsampled Gaussian step.
+
+  dp_accounting's connect-the-dots grid for one step spans
+  ``[epsilon_lower, epsilon_upper]``, the losses at the two ends of the noise
+  truncated to mass ``e^-50``, ``x`` in about ``[-10 sigma - 1, 10 sigma]``.
+  With ``L(x) = (-1/2 - x) / sigma^2`` the loss of the Gaussian, in
+  ``+-(1/2 + 10 sigma) / sigma^2``, the step's loss is
+  ``log(1 - q + q e^L(x))`` (remove) or ``-log(1 - q + q e^-L(x))`` (add):
+  for q < 1 each spans about ``1 / (2 sigma^2) + 10 / sigma + log q``, at
+  q = 1 ``1 / sigma^2 + 20 / sigma``.
+
+  Returns:
+    ``(epsilon_lower, epsilon_upper)`` of the remove and, for q < 1, the add
+    PMF (at q = 1 dp_accounting uses the remove PMF alone).
+  """
+  adjacencies = [privacy_loss_mechanism.AdjacencyType.REMOVE]
+  if q < 1:
+    adjacencies.append(privacy_loss_mechanism.AdjacencyType.ADD)
+  bounds = []
+  for adjacency in adjacencies:
+    dots = privacy_loss_mechanism.GaussianPrivacyLoss(
+        noise_multiplier, sampling_prob=q,
+        adjacency_type=adjacency).connect_dots_bounds()
+    bounds.append((dots.epsilon_lower, dots.epsilon_upper))
+  return tuple(bounds)
+
+
+def _step_loss_width(noise_multiplier: float, q: float) -> float:
+  """The widest span of one step's PMFs, ``epsilon_upper - epsilon_lower``."""
+  return max(upper - lower
+             for lower, upper in _step_loss_bounds(noise_multiplier, q))
+
+
+def _step_points(noise_multiplier: float, q: float,
+                 interval: float) -> Tuple[int, ...]:
+  """The number of points of each of one step's PMFs at `interval`.
+
+  dp_accounting puts a PMF on the integers ``floor(epsilon_lower / d)`` to
+  ``ceil(epsilon_upper / d)``, all kept: a sparse PMF (a dict) up to
+  `_MAX_SPARSE_POINTS` points, a dense array beyond.
+  """
+  return tuple(
+      math.ceil(upper / interval) - math.floor(lower / interval) + 1
+      for lower, upper in _step_loss_bounds(noise_multiplier, q))
+
+
+@functools.lru_cache(maxsize=64)
+def _coarse_step_pmfs(noise_multiplier: float,
+                      q: float) -> Tuple[float, Tuple[np.ndarray, ...]]:
+  """One step's PLD on a grid of about `_ESTIMATE_POINTS` points (cached).
+
+  The interval is at least dp_accounting's default and at most
+  `_MAX_INTERVAL`: more points for losses wider than ``1024 * 100`` (callers
+  ask only up to ``2^16 * 100``).
+
+  Returns:
+    The interval, and the probabilities of the remove (and add) PMFs.
+  """
+  width = _step_loss_width(noise_multiplier, q)
+  interval = min(max(_PLD_INTERVAL, width / _ESTIMATE_POINTS), _MAX_INTERVAL)
+  # Privacy buckets, which cannot fail as connect-the-dots can (see
+  # `_coarse_pld_epsilon`); its grid widths agree within 3%.
+  pld = privacy_loss_distribution.from_gaussian_mechanism(
+      noise_multiplier, value_discretization_interval=interval,
+      sampling_prob=q, use_connect_dots=False)
+  # dp_accounting (0.4.3, pinned) keeps the PMFs private.
+  # pylint: disable=protected-access
+  pmfs = [pld._pmf_remove] if pld._symmetric else [pld._pmf_remove,
+                                                     pld._pmf_add]
+  probs = tuple(pmf.to_dense_pmf()._probs for pmf in pmfs)
+  # pylint: enable=protected-access
+  return interval, probs
+
+
+def _composed_loss_width(noise_multiplier: float, q: float,
+                         steps: int) -> float:
+  """Estimated width of the privacy losses of `steps` composed steps.
+
+  dp_accounting composes a step's PMF ``p`` (``n`` points) ``T`` times by FFT
+  on the grid points ``[lo, hi]`` outside which the composition has mass
+  <= ``tau = 1e-15``, from the Chernoff bound at orders ``t`` in
+  ``{-20..-1, 1..20} / n``: ``hi <= (T log sum_i p_i e^(t i) + log(2 / tau))
+  / t`` for ``t > 0``, likewise ``lo`` for ``t < 0``. The orders are fixed in
+  loss units (``t / interval = k / width``), so the same bound on a coarse
+  grid estimates the width ``(hi - lo) * interval`` of the fine one (measured
+  up to 1.25 times smaller).
+  """
+  interval, pmfs = _coarse_step_pmfs(noise_multiplier, q)
+  width = 0.0
+  for probs in pmfs:
+    lo, hi = pld_common.compute_self_convolve_bounds(
+        probs, steps, _TAIL_MASS_TRUNCATION)
+    width = max(width, (hi - lo + 1) * interval, len(probs) * interval)
+  return width
+
+
+def _pld_epsilon(event: dp_accounting.DpEvent, delta: float,
+                 interval: Optional[float] = None) -> float:
+  """dp_accounting's PLD epsilon, with its defaults if `interval` is None."""
+  if interval is None:
+    dp_accountant = dp_accounting.pld.PLDAccountant()
+  else:
+    dp_accountant = dp_accounting.pld.PLDAccountant(
+        value_discretization_interval=interval)
+  dp_accountant.compose(event)
+  return float(dp_accountant.get_epsilon(delta))
+
+
+def _coarse_pld_epsilon(event: dp_accounting.DpEvent, noise_multiplier: float,
+                        steps: int, delta: float, q: float,
+                        interval: float) -> float:
+  """Poisson epsilon of `event` from dp_accounting's PLD at `interval`.
+
+  dp_accounting builds a step's PMF by connect-the-dots, which refuses a
+  delta(epsilon) that is not non-increasing: for a small sigma, delta is flat
+  at about q over a range of epsilons and its rounding noise (~1e-17) trips
+  that check. The PMF then comes from the privacy-buckets algorithm instead,
+  pessimistic as well (each loss rounded up to the grid): an upper bound,
+  slightly looser.
+
+  Returns:
+    The epsilon (infinite if the privacy-buckets PMF fails too).
+  """
+  try:
+    return _pld_epsilon(event, delta, interval)
+  except ValueError:
+    pass
+  try:
+    pld = privacy_loss_distribution.from_gaussian_mechanism(
+        noise_multiplier, value_discretization_interval=interval,
+        sampling_prob=q, use_connect_dots=False)
+    return float(pld.self_compose(steps).get_epsilon_for_delta(delta))
+  except (ValueError, FloatingPointError, OverflowError):
+    return math.inf
+
+
+def _rdp_epsilon(event: dp_accounting.DpEvent, delta: float,
+                 sampling: _Sampling) -> float:
+  """dp_accounting's RDP epsilon, for the sampler's neighbouring relation."""
+  dp_accountant = dp_accounting.rdp.RdpAccountant(
+      neighboring_relation=_NEIGHBORING_RELATIONS[sampling.sampling])
+  dp_accountant.compose(event)
+  return float(dp_accountant.get_epsilon(delta))
+
+
+def _guarded_pld_epsilon(noise_multiplier: float, steps: int, delta: float,
+                         sampling: _Sampling) -> Tuple[float, str]:
+  """Poisson epsilon from the PLD accountant, in bounded time and memory.
+
+  See the module docstring. With ``w1`` and ``wT`` the widths of the
+  single-step and (estimated, times 1.3) composed losses, the grids at
+  interval ``d`` have about ``w1 / d`` and ``wT / d`` points, and:
+
+  * at ``d = 1e-4``, ``w1 / d <= 2^19``, ``wT / d <= 2^24`` and, where one
+    step's PMF is sparse (<= 1000 points, ``n``), ``T log2(n) <= 2^23``
+    (dp_accounting computes the integer ``n^T``): dp_accounting's PLD
+    accountant with its defaults;
+  * otherwise, or where that fails (`_coarse_pld_epsilon`),
+    ``d = max(w1 / 2^16, wT / 2^22)`` and epsilon is ``min(PLD at d, RDP)``,
+    both upper bounds. The PLD only where ``d <= 100`` (dp_accounting's
+    connect-the-dots overflows ``e^d``) and one step keeps more than 1000
+    points at ``d`` (``wT <~ 4096 w1``; coarser grids are loose, and sparse).
+
+  Returns:
+    The epsilon and the accountant that produced it, ``PLD`` or ``RDP``.
+
+  Raises:
+    ValueError: naming `steps` where neither accountant gives a number.
+  """
+  q = sampling.probability
+  event = _event(noise_multiplier, steps, sampling)
+  step_width = _step_loss_width(noise_multiplier, q)
+  points = _step_points(noise_multiplier, q, _PLD_INTERVAL)
+  if step_width / _MAX_COARSE_STEP_POINTS <= _MAX_INTERVAL:
+    composed_width = _ESTIMATE_MARGIN * _composed_loss_width(
+        noise_multiplier, q, steps)
+  else:  # No PLD grid fits: an interval > 100 already for one step.
+    composed_width = math.inf
+  composed_points = composed_width / _PLD_INTERVAL
+  sparse_bits = max(steps * math.log2(n) if n <= _MAX_SPARSE_POINTS else 0
+                    for n in points)
+  if sparse_bits > _MAX_SPARSE_BITS:
+    why = (f"would compute an integer n^T of {sparse_bits:.3g} bits (over "
+           "2^23) for its sparse composition")
+  elif (max(points) > _MAX_DEFAULT_STEP_POINTS or
+        composed_points > _MAX_DEFAULT_COMPOSED_POINTS):
+    why = (f"would need privacy-loss grids of {max(points):.3g} points for "
+           f"one step and ~{composed_points:.3g} composed (over 2^19 and "
+           "2^24)")
+  else:
+    try:
+      return _pld_epsilon(event, delta), PLD
+    except ValueError as error:
+      why = f"fails ({str(error)[:200]})"
+  interval = max(step_width / _MAX_COARSE_STEP_POINTS,
+                 composed_width / _MAX_COARSE_COMPOSED_POINTS)
+  pld_epsilon = rdp_epsilon = math.inf
+  if (interval <= _MAX_INTERVAL and
+      min(_step_points(noise_multiplier, q, interval)) > _MAX_SPARSE_POINTS):
+    pld_epsilon = _coarse_pld_epsilon(event, noise_multiplier, steps, delta,
+                                      q, interval)
+  try:
+    rdp_epsilon = _rdp_epsilon(event, delta, sampling)
+  except ValueError:
+    # dp_accounting's RDP of a nearly lossless step (a huge sigma) can come
+    # out negative and be refused.
+    pass
+  if math.isinf(pld_epsilon) and math.isinf(rdp_epsilon):
+    raise ValueError(
+        f"steps={steps} cannot be accounted with noise_multiplier="
+        f"{noise_multiplier:g} and sampling_probability={q:g}: no PLD grid "
+        "within the caps (see tfdp.privacy.accounting) resolves it and "
+        "dp_accounting's RDP accountant fails numerically; take fewer steps")
+  used = RDP if rdp_epsilon < pld_epsilon else PLD
+  if (noise_multiplier, q, used) not in _WARNED:
+    _WARNED.add((noise_multiplier, q, used))
+    if used == PLD:
+      instead = ("by the PLD accountant on a coarser grid "
+                 f"(value_discretization_interval {interval:.3g}), an upper "
+                 "bound on epsilon, slightly looser")
+    elif math.isinf(pld_epsilon):
+      instead = ("by the RDP accountant, an upper bound on epsilon, looser: "
+                 "no PLD grid within the caps resolves it")
+    else:
+      instead = (f"by the RDP accountant, an upper bound on epsilon "
+                 f"({rdp_epsilon:.4g}) below the PLD's on a grid within the "
+                 f"caps ({pld_epsilon:.4g})")
+    logging.warning(
+        "PLD accounting of noise_multiplier=%g, sampling_probability=%g, "
+        "steps=%d with dp_accounting's defaults %s; tfdp keeps them for "
+        "about noise_multiplier >= 0.5 with q <= 0.05 and up to 1e5 steps "
+        "(see tfdp.privacy.accounting). Accounted %s.",
+        noise_multiplier, q, steps, why, instead)
+  return min(pld_epsilon, rdp_epsilon), used
+
+
 @functools.lru_cache(maxsize=4096)
 def _epsilon(noise_multiplier: float, steps: int, delta: float,
-             sampling: _Sampling, accountant: str) -> float:
+             sampling: _Sampling, accountant: str) -> Tuple[float, str]:
   """Epsilon at `delta` after `steps` steps, from dp_accounting (cached).
 
   No step releases nothing (epsilon 0); steps without noise release the
-  exact clipped sums (epsilon infinite).
+  exact clipped sums (epsilon infinite). PLD is guarded
+  (`_guarded_pld_epsilon`).
+
+  Returns:
+    The epsilon and the accountant that produced it, ``PLD`` or ``RDP``.
   """
   if steps == 0:
-    return 0.0
+    return 0.0, accountant
   if noise_multiplier == 0:
-    return math.inf
+    return math.inf, accountant
   if accountant == PLD:
-    dp_accountant = dp_accounting.pld.PLDAccountant()
-  else:
-    dp_accountant = dp_accounting.rdp.RdpAccountant(
-        neighboring_relation=_NEIGHBORING_RELATIONS[sampling.sampling])
-  dp_accountant.compose(_event(noise_multiplier, steps, sampling))
-  return float(dp_accountant.get_epsilon(delta))
+    return _guarded_pld_epsilon(noise_multiplier, steps, delta, sampling)
+  return _rdp_epsilon(_event(noise_multiplier, steps, sampling), delta,
+                      sampling), RDP
 
 
 def _privacy_spent(noise_multiplier: float, steps: int, delta: float,
                    sampling: _Sampling, accountant: str) -> PrivacySpent:
-  """`PrivacySpent` for already validated arguments."""
-  accountant = _accountant_used(accountant, sampling)
+  """`PrivacySpent` for validated arguments (`steps` checked here)."""
+  _check_steps("steps", steps)
+  epsilon, accountant = _epsilon(
+      float(noise_multiplier), steps, float(delta), sampling,
+      _accountant_used(accountant, sampling))
   return PrivacySpent(
-      epsilon=_epsilon(float(noise_multiplier), steps, float(delta), sampling,
-                       accountant),
+      epsilon=epsilon,
       delta=float(delta),
       accountant=accountant,
       sampling=sampling.sampling,
@@ -242,8 +569,8 @@ def dpsgd_event(noise_multiplier: float,
 
   Args:
     noise_multiplier: sigma, the noise standard deviation over the clipping
-      norm C; >= 0.
-    steps: The number of steps; >= 0.
+      norm C; 0 or >= 1e-100.
+    steps: The number of steps; in [0, 1e18].
     sampling: ``POISSON`` or ``FIXED_SIZE``.
     sampling_probability: q in (0, 1] (Poisson only); or else give
     batch_size: the (expected) batch size, in [1, dataset_size], and
@@ -273,16 +600,18 @@ def compute_epsilon(noise_multiplier: float,
   """The epsilon at `delta` spent by `steps` DP-SGD steps.
 
   The event is `dpsgd_event`'s; the epsilon is dp_accounting's PLD accountant
-  (with its defaults) or its RDP accountant. Fixed-size sampling is always
-  accounted with RDP under the replace-one relation (the result's
-  `accountant` says ``"rdp"``); Poisson sampling with add/remove-one.
+  (with its defaults, guarded: outside the range of the module docstring, a
+  coarser PLD or the RDP accountant, whichever bound is smaller) or its RDP
+  accountant; the result's `accountant` says which produced it. Fixed-size
+  sampling is always accounted with RDP under the replace-one relation;
+  Poisson sampling with add/remove-one.
   ``steps == 0`` gives epsilon 0, ``noise_multiplier == 0`` (with steps)
   gives epsilon ``inf``.
 
   Args:
     noise_multiplier: sigma, the noise standard deviation over the clipping
-      norm; >= 0.
-    steps: The number of steps taken; >= 0.
+      norm; 0 or >= 1e-100.
+    steps: The number of steps taken; in [0, 1e18].
     delta: The target delta, in (0, 1).
     sampling: ``POISSON`` or ``FIXED_SIZE``.
     sampling_probability: q in (0, 1] (Poisson only); or else give
@@ -316,10 +645,11 @@ def calibrate_noise_multiplier(target_epsilon: float,
                                max_noise_multiplier: float = 1000.0) -> float:
   """The noise multiplier that spends (about) `target_epsilon` in `steps`.
 
-  epsilon(sigma) (as `compute_epsilon` gives it) decreases in sigma. The
-  search brackets the solution, ``epsilon(lo) > target >= epsilon(hi)``, by
-  doubling or halving sigma from 1 (not from a tiny sigma: the PLDs of small
-  sigmas are wide and slow to compute), then splits ``[lo, hi]`` until
+  epsilon(sigma) (as `compute_epsilon` gives it, guarded: see the module
+  docstring) decreases in sigma. The search brackets the solution,
+  ``epsilon(lo) > target >= epsilon(hi)``, by doubling or halving sigma from
+  1 (not from a tiny sigma: the PLDs of small sigmas cost the most, up to the
+  guard's caps), then splits ``[lo, hi]`` until
   ``target (1 - tolerance) <= epsilon(hi) <= target``, and returns ``hi``: the
   result never spends more than `target_epsilon`. Each split point is the
   Illinois regula falsi step on ``f(sigma) = log(epsilon(sigma) / goal)``,
@@ -344,11 +674,14 @@ def calibrate_noise_multiplier(target_epsilon: float,
 
   Returns:
     sigma with ``target_epsilon (1 - tolerance) <= epsilon(sigma) <=
-    target_epsilon``.
+    target_epsilon``; where epsilon jumps over that band (the guard switching
+    grid or accountant), one with ``epsilon(sigma) <= target_epsilon``, and a
+    logged warning.
 
   Raises:
-    ValueError: on an argument out of range, or when even
-      `max_noise_multiplier` spends more than `target_epsilon`.
+    ValueError: on an argument out of range, when even
+      `max_noise_multiplier` spends more than `target_epsilon`, or when
+      `target_epsilon` is more than ``MIN_NOISE_MULTIPLIER`` spends.
   """
   sampling = _check_arguments(
       sampling, sampling_probability, batch_size, dataset_size,
@@ -371,6 +704,12 @@ def calibrate_noise_multiplier(target_epsilon: float,
           "batch (sampling probability), or a larger delta.")
     lo, hi = hi, min(2 * hi, max_noise_multiplier)
   while epsilon(lo) <= target_epsilon:
+    if lo / 2 < MIN_NOISE_MULTIPLIER:
+      raise ValueError(
+          f"target_epsilon={target_epsilon} is too large to calibrate: "
+          f"noise_multiplier={lo:g} spends only epsilon={epsilon(lo):.3g} "
+          f"at delta={delta} in {steps} steps, and noise multipliers below "
+          f"{MIN_NOISE_MULTIPLIER:g} are not accounted")
     lo, hi = lo / 2, lo
   # Illinois regula falsi on f = log(epsilon / goal) against log(sigma).
   goal = (1 - tolerance / 2) * target_epsilon
@@ -393,4 +732,12 @@ def calibrate_noise_multiplier(target_epsilon: float,
       if replaced == "hi":
         f_lo /= 2
       hi, f_hi, replaced = sigma, f(sigma), "hi"
+  if epsilon(hi) < (1 - tolerance) * target_epsilon:
+    logging.warning(
+        "calibrate_noise_multiplier: no noise multiplier found that spends "
+        "between %g and target_epsilon=%g in %d splits (epsilon jumps where "
+        "the guarded accountant changes grid or accountant, see "
+        "tfdp.privacy.accounting); returning %g, which spends %g.",
+        (1 - tolerance) * target_epsilon, target_epsilon, _MAX_SPLITS, hi,
+        epsilon(hi))
   return hi

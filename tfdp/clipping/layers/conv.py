@@ -5,7 +5,7 @@ Also home of what the depthwise rule shares: the refusal of channels_first
 """
 
 import itertools
-from typing import Callable, Iterator, List
+from typing import Callable, Iterator, List, Optional, Sequence
 
 import tensorflow as tf
 
@@ -45,7 +45,9 @@ def _non_negative(value):
 
 
 def kernel_offset_views(layer: tf.keras.layers.Layer, inputs: tf.Tensor,
-                        output_gradient: tf.Tensor) -> Iterator[tf.Tensor]:
+                        output_gradient: tf.Tensor,
+                        strides: Optional[Sequence[int]] = None
+                        ) -> Iterator[tf.Tensor]:
   """The input seen by each kernel offset at each output position.
 
   For a convolution of rank r with kernel size k, strides s, dilation d and
@@ -67,6 +69,7 @@ def kernel_offset_views(layer: tf.keras.layers.Layer, inputs: tf.Tensor,
       dilation_rate, padding, rank), channels last.
     inputs: the layer's input, [B, ..., m_1..m_r, C].
     output_gradient: dL/dz, [B, ..., n_1..n_r, C_out] (for the n's).
+    strides: the strides to use instead of the layer's.
 
   Yields:
     k_1 ... k_r tensors [B, T, C] (T = prod n), offsets in row-major order,
@@ -78,7 +81,8 @@ def kernel_offset_views(layer: tf.keras.layers.Layer, inputs: tf.Tensor,
   spatial = range(inputs.shape.rank - 1 - rank, inputs.shape.rank - 1)
   paddings = [[0, 0]] * inputs.shape.rank
   stops = []
-  for axis, k, s, d in zip(spatial, layer.kernel_size, layer.strides,
+  strides = layer.strides if strides is None else strides
+  for axis, k, s, d in zip(spatial, layer.kernel_size, strides,
                            layer.dilation_rate):
     in_size, out_size = _size(inputs, axis), _size(output_gradient, axis)
     span = (out_size - 1) * s + 1  # Input positions one offset covers.
@@ -97,8 +101,7 @@ def kernel_offset_views(layer: tf.keras.layers.Layer, inputs: tf.Tensor,
            inputs.shape[-1]]
   for offset in itertools.product(*[range(k) for k in layer.kernel_size]):
     index = [Ellipsis]
-    for j, d, s, span in zip(offset, layer.dilation_rate, layer.strides,
-                             stops):
+    for j, d, s, span in zip(offset, layer.dilation_rate, strides, stops):
       index.append(slice(j * d, j * d + span, s))
     index.append(slice(None))
     yield tf.reshape(padded[tuple(index)], shape)
@@ -160,6 +163,42 @@ def _patch_gram(views: Iterator[tf.Tensor]) -> tf.Tensor:
   return tf.matmul(patches, patches, transpose_b=True)
 
 
+def is_strided_pointwise(layer: tf.keras.layers.Layer) -> bool:
+  """True for a convolution with a 1x1(x1) kernel and some stride > 1."""
+  return (all(k == 1 for k in layer.kernel_size) and
+          any(s > 1 for s in layer.strides))
+
+
+def _without_strided_pointwise(layer, call: Callable, args):
+  """(call, args, strides) for z without a strided 1x1 convolution op.
+
+  A 1x1 kernel with strides s reads input position t s only, and never
+  padding, so z = conv_{stride 1}(x[..., ::s_1, ..., ::s_r, :]) exactly. The
+  filter gradient of the strided op in TensorFlow 2.15.1's oneDNN (3.2.1,
+  oneDNN issue 6035) overruns a workspace for fewer than 16 input channels:
+  a process abort on AVX-512 CPUs, wrong gradients on AVX2 ones. In the
+  subsampled form no strided convolution exists in the forward pass, the
+  backward pass or the book-keeping weight gradient. Other layers pass
+  through unchanged.
+
+  Returns:
+    The call to use (the layer's own, with strides 1 while it runs), its
+    positional arguments (the subsampled input first) and the strides its
+    input is seen with (the layer's, or all 1).
+  """
+  if not is_strided_pointwise(layer):
+    return call, args, tuple(layer.strides)
+  unit = (1,) * layer.rank
+
+  def stride_one_call(*call_args, **call_kwargs):
+    with _common.replaced_attributes(layer, strides=unit):
+      return call(*call_args, **call_kwargs)
+
+  index = ((Ellipsis,) + tuple(slice(None, None, s) for s in layer.strides) +
+           (slice(None),))
+  return stride_one_call, (args[0][index],) + tuple(args[1:]), unit
+
+
 @registry.register(tf.keras.layers.Conv1D, tf.keras.layers.Conv2D,
                    tf.keras.layers.Conv3D)
 class ConvRule(registry.LayerRule):
@@ -187,7 +226,9 @@ class ConvRule(registry.LayerRule):
       gradients).
 
   z is the layer's own call with the activation off, so padding, causal
-  padding, dilation and groups are exactly Keras's. Subclasses that override
+  padding, dilation and groups are exactly Keras's; a 1x1 kernel with
+  stride s runs as stride 1 on the input subsampled by s (the same z; see
+  `_without_strided_pointwise`). Subclasses that override
   `call` or `convolution_op` (Conv*Transpose, SeparableConv*) take the exact
   fall-back instead, with a warning.
   """
@@ -199,9 +240,10 @@ class ConvRule(registry.LayerRule):
 
   def forward(self, layer, call, args, kwargs):
     check_channels_last(layer)
+    call, args, strides = _without_strided_pointwise(layer, call, args)
     z, outputs = _common.call_without_activation(layer, call, args, kwargs)
     return outputs, registry.Tap(layer, self, z, {
-        "call": call, "args": args, "kwargs": kwargs})
+        "call": call, "args": args, "kwargs": kwargs, "strides": strides})
 
   def gradients(self, tap, output_gradient):
     layer = tap.layer
@@ -213,7 +255,8 @@ class ConvRule(registry.LayerRule):
     variables = [layer.kernel] + ([layer.bias] if layer.use_bias else [])
     # a_{i,t,j,g}: k^r tensors [B, g, T, C_in/g]; delta_{i,t,g}: [B, g, T, p].
     views = (_group_major(view, groups)
-             for view in kernel_offset_views(layer, inputs, output_gradient))
+             for view in kernel_offset_views(layer, inputs, output_gradient,
+                                             strides=tap.saved["strides"]))
     positions = static_positions(output_gradient)
     deltas = _group_major(tf.reshape(output_gradient,
                                      [batch, positions or -1, filters]), groups)

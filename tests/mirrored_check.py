@@ -15,6 +15,7 @@ tf.config.set_logical_device_configuration(
     [tf.config.LogicalDeviceConfiguration()] * 2)
 
 sys.path.insert(0, sys.argv[1])
+from tests import noise_stats  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tests import oracle  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tfdp  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -52,6 +53,27 @@ def clipped_step_under_strategy(strategy):
   return float(error / scale)
 
 
+def fit_noise(strategy):
+  """One fit step's weight change on a zero-gradient loss (tests/noise_stats).
+
+  A global batch of noise_stats.BATCH, split over the replicas.
+  """
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(noise_stats.BATCH, 40)).astype(np.float32)
+  y = rng.integers(0, 10, noise_stats.BATCH)
+  with strategy.scope():
+    tf.keras.utils.set_random_seed(0)
+    model = tfdp.make_private(tf.keras.Sequential([
+        tf.keras.layers.Dense(120, activation="tanh", input_shape=(40,)),
+        tf.keras.layers.Dense(10)]))
+    model.compile(optimizer=tfdp.optimizers.DPSGD(
+        learning_rate=noise_stats.LEARNING_RATE,
+        l2_norm_clip=noise_stats.CLIP, noise_multiplier=noise_stats.SIGMA,
+        expected_batch_size=noise_stats.BATCH),
+                  loss=noise_stats.ZeroGradientLoss())
+  return noise_stats.weight_change(model, x, y)
+
+
 def summed_noise(strategy, sigma, size):
   """The noise on the cross-replica sum of zero clipped sums."""
   with strategy.scope():
@@ -76,6 +98,7 @@ def main():
       "noise_mean": float(noise.mean()),
       "noise_size": int(noise.size),
       "expected_std": 1.5 * CLIP,
+      "fit_weight_change": fit_noise(strategy).tolist(),
   }))
 
 

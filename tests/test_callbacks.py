@@ -205,3 +205,12 @@ def test_metrics_are_reset_at_the_end_of_training():
   _fit(model, callbacks.PrivacyCallback(_accountant()), epochs=1)
   assert all(float(v.numpy()) == 0.0 for m in model.metrics
              for v in m.variables)
+
+
+def test_accountant_batch_size_must_match_the_optimizer():
+  accountant = privacy.PrivacyAccountant(SIGMA, DELTA, batch_size=2 * BATCH,
+                                         dataset_size=N)
+  model = _model()
+  with pytest.raises(ValueError, match="expected_batch_size"):
+    _fit(model, callbacks.PrivacyCallback(accountant), epochs=1)
+  assert model.optimizer.iterations.numpy() == 0

@@ -3,7 +3,8 @@
 With n draws, the sample standard deviation of N(0, s^2) has standard error
 about s / sqrt(2 n); the sample mean of |Lap(0, b)| (an Exp(1/b) variable,
 mean b and stddev b) has standard error b / sqrt(n). Estimates are checked to
-5 standard errors; the KS tests run under fixed seeds.
+5 standard errors under fixed seeds (deterministic), Z = 5.5 for the secret,
+unseeded draws (tests/noise_stats.py); the KS tests run under fixed seeds.
 """
 
 import math
@@ -13,6 +14,7 @@ import pytest
 from scipy import stats
 import tensorflow as tf
 
+from tests import noise_stats
 from tfdp.privacy import mechanisms
 
 N = 200_000
@@ -74,8 +76,11 @@ def test_stateful_draws_have_the_right_spread():
       [N], l2_sensitivity=2.0, noise_multiplier=1.5).numpy()
   laplace = mechanisms.laplace_noise(
       [N], l1_sensitivity=2.0, epsilon=4.0).numpy()
-  assert abs(gaussian.std() - 3.0) <= 5 * 3.0 / math.sqrt(2 * N)
-  assert abs(np.abs(laplace).mean() - 0.5) <= 5 * 0.5 / math.sqrt(N)
+  # Secret draws (the seed above does not fix them): Z standard errors, a
+  # false failure below 1e-7 each (tests/noise_stats.py).
+  z = noise_stats.Z
+  assert abs(gaussian.std() - 3.0) <= z * 3.0 / math.sqrt(2 * N)
+  assert abs(np.abs(laplace).mean() - 0.5) <= z * 0.5 / math.sqrt(N)
   assert not np.array_equal(
       gaussian,
       mechanisms.gaussian_noise(

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import noise_stats
 from tfdp.stobatch import budget
 from tfdp.stobatch import layers
 from tfdp.stobatch import losses
@@ -15,10 +16,14 @@ from tfdp.stobatch import securesgd
 
 
 def _check_laplace(sample: np.ndarray, scale: float) -> None:
-  """E|X| = b (|X| ~ Exp(b), stddev b) and E X = 0 (stddev sqrt(2) b)."""
-  n = sample.size
-  assert abs(np.mean(np.abs(sample)) - scale) < 5 * scale / math.sqrt(n)
-  assert abs(np.mean(sample)) < 5 * math.sqrt(2) * scale / math.sqrt(n)
+  """E|X| = b (|X| ~ Exp(b), stddev b) and E X = 0 (stddev sqrt(2) b).
+
+  The draws are secret (no seed fixes them): Z standard errors each, a false
+  failure below 1e-7 (tests/noise_stats.py).
+  """
+  n, z = sample.size, noise_stats.Z
+  assert abs(np.mean(np.abs(sample)) - scale) < z * scale / math.sqrt(n)
+  assert abs(np.mean(sample)) < z * math.sqrt(2) * scale / math.sqrt(n)
 
 
 def test_fixed_noise_has_laplace_scale_and_is_drawn_once():

@@ -189,6 +189,11 @@ def test_the_accountants_sampler_is_accepted_repeated_or_not(caplog):
   model.fit(sampled.dataset.repeat(), steps_per_epoch=3, epochs=1, verbose=0,
             callbacks=[callbacks.PrivacyCallback(accountant)])
   assert accountant.steps == STEPS_PER_EPOCH + 3
+  # An accountant given q alone matches the sampler with that q.
+  by_q = privacy.PrivacyAccountant(SIGMA, DELTA,
+                                   sampling_probability=BATCH / N)
+  model.fit(sampled.dataset, epochs=1, verbose=0,
+            callbacks=[callbacks.PrivacyCallback(by_q)])
   # A pipeline tfdp cannot see into (no batching of its own) is let through
   # with a warning.
   unknown = sampled.dataset.map(lambda xb, yb: (xb, yb))

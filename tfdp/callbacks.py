@@ -7,6 +7,7 @@ epoch in the Keras logs and as TensorBoard scalars, and stops training,
 saving first, before an epoch that would spend more than a target epsilon.
 """
 
+import math
 import os
 from typing import Any, Optional
 
@@ -133,9 +134,13 @@ class PrivacyCallback(tf.keras.callbacks.Callback):
           "the accountant assumes %s and cannot check it. %s", wanted, fix)
       return
     expected = accountant.get_config()
-    if (sampler.sampling != accountant.sampling or
-        sampler.dataset_size != expected["dataset_size"] or
-        sampler.expected_batch_size != expected["batch_size"]):
+    if expected["dataset_size"] is None:  # The accountant was given q only.
+      same = math.isclose(sampler.sampling_probability,
+                          accountant.sampling_probability, rel_tol=1e-9)
+    else:
+      same = (sampler.dataset_size == expected["dataset_size"] and
+              sampler.expected_batch_size == expected["batch_size"])
+    if sampler.sampling != accountant.sampling or not same:
       raise ValueError(
           f"The training data is {sampler.sampling} sampling of "
           f"{sampler.expected_batch_size} from {sampler.dataset_size} "

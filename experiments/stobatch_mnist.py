@@ -96,7 +96,8 @@ def run(architecture: str, default_dataset: str) -> Dict[str, Any]:
         epsilon_out=sb_flags.EPSILON_OUT.value,
         batch_size=sb_flags.BATCH_SIZE.value, channels=x_train.shape[-1],
         seed=sb_flags.SEED.value, noise_seed=sb_flags.NOISE_SEED.value,
-        side=side, weights_path=sb_flags.WEIGHTS_PATH.value)
+        side=side, weights_path=sb_flags.WEIGHTS_PATH.value,
+        num_batches=batches.num_batches)
   max_attack = (sb_flags.MAX_ATTACK_SIZE.value
                 or _DEFAULT_ATTACK_SIZE[architecture])
   config = trainer_lib.TrainerConfig(

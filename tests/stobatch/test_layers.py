@@ -30,7 +30,7 @@ def test_fixed_noise_has_laplace_scale_and_is_drawn_once():
   layer = layers.FixedLaplaceNoise(scale=2.5)
   x = tf.zeros([3, 50, 40])
   a = layer(x, training=True).numpy()
-  assert layer.noise.shape == (50, 40) and not layer.noise.trainable
+  assert layer.noise.shape == (1, 50, 40) and not layer.noise.trainable
   _check_laplace(layer.noise.numpy(), 2.5)
   # Same draw for every example and at every call, training or not.
   np.testing.assert_array_equal(a[0], a[2])
@@ -40,6 +40,30 @@ def test_fixed_noise_has_laplace_scale_and_is_drawn_once():
   layer.redraw()
   assert not np.allclose(old, layer.noise.numpy())
   _check_laplace(layer.noise.numpy(), 2.5)
+
+
+def test_one_independent_draw_per_fixed_batch_reused_at_every_call():
+  layer = layers.FixedLaplaceNoise(scale=1.5, num_draws=3)
+  x = tf.zeros([6, 400])
+  draw = tf.constant([2, 0, 2, 1, 0, 1])
+  first = layer(x, training=True, draw=draw).numpy()
+  assert layer.noise.shape == (3, 400)
+  # Example i gets the draw of its batch: the same within a batch, and the
+  # same at every later call (every epoch).
+  for i, d in enumerate(draw.numpy()):
+    np.testing.assert_array_equal(first[i], layer.noise[d].numpy())
+  np.testing.assert_array_equal(
+      first, layer(x, training=True, draw=draw).numpy())
+  # Independent between batches: each Laplace, and uncorrelated (the
+  # correlation of n independent pairs is about N(0, 1/n)).
+  draws = layer.noise.numpy()
+  for d in range(3):
+    _check_laplace(draws[d], 1.5)
+  for a, b in ((0, 1), (0, 2), (1, 2)):
+    correlation = np.corrcoef(draws[a], draws[b])[0, 1]
+    assert abs(correlation) < noise_stats.Z / math.sqrt(draws.shape[1])
+  with pytest.raises(ValueError, match="one per fixed batch"):
+    layer(x, training=True)
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -107,8 +131,8 @@ def test_autoencoder_noise_follows_the_budget():
       hidden_noise_scale=b.hidden_noise_scale)
   layer.build([None, 28, 28, 3])
   assert layer.output_size == 14  # the h of Delta2
-  assert layer.input_noise.noise.shape == (28, 28, 3)
-  assert layer.hidden_noise.noise.shape == (14, 14, 128)
+  assert layer.input_noise.noise.shape == (1, 28, 28, 3)
+  assert layer.hidden_noise.noise.shape == (1, 14, 14, 128)
   _check_laplace(layer.input_noise.noise.numpy(), 48.52)
   _check_laplace(layer.hidden_noise.noise.numpy(), 97.04)
 
@@ -120,8 +144,8 @@ def test_autoencoder_forward_is_noisy_conv():
       hidden_noise_scale=b.hidden_noise_scale, activation="linear", seed=0)
   x = tf.random.uniform([5, 8, 8, 1], seed=1)
   out = layer(x, training=True)
-  expected = tf.nn.conv2d(x + layer.input_noise.noise, layer.kernel, 2,
-                          "SAME") + layer.bias + layer.hidden_noise.noise
+  expected = tf.nn.conv2d(x + layer.input_noise.noise[0], layer.kernel, 2,
+                          "SAME") + layer.bias + layer.hidden_noise.noise[0]
   np.testing.assert_allclose(out.numpy(), expected.numpy(), atol=1e-5)
   np.testing.assert_array_equal(out.numpy(), layer(x).numpy())
 

@@ -43,28 +43,32 @@ def test_combine_benign_adversarial():
     losses.combine_benign_adversarial(1.0, 3.0, alpha=-0.5)
 
 
-def _numpy_coefficients(loss, y, h, weights=None):
-  """(lambda1 + chi1, symmetric noisy lambda2 + chi2, P): float64 numpy.
+def _numpy_coefficients(loss, y, h, weights=None, draws=None):
+  """(lambda1 + chi1~, symmetric noisy lambda2 + chi2~, P): float64 numpy.
 
-  P = Q diag(max(c - mu, 0)) Q^T for the symmetric noisy coefficient
-  Q diag(mu) Q^T, computed independently of the library.
+  chi~ = sum_d v_d chi[d] with v_d the weight of the examples of batch d
+  (all on draw 0 without `draws`). P = Q diag(max(c - mu, 0)) Q^T for the
+  symmetric noisy coefficient Q diag(mu) Q^T, computed independently of the
+  library.
   """
   m = h.shape[0]
   w = np.full(m, 1.0 / m) if weights is None else np.asarray(weights)
   hp = np.concatenate([h, np.ones((m, 1))], axis=1)
   lam1 = hp.T @ ((0.5 - y) * w[:, None])
   lam2 = (hp * w[:, None]).T @ hp
-  chi1 = loss.chi1.numpy().astype(np.float64)
-  chi2 = loss.chi2.numpy().astype(np.float64)
+  draws = np.zeros(m, int) if draws is None else np.asarray(draws)
+  v = [w[draws == d].sum() for d in range(loss.num_draws)]
+  chi1 = sum(vd * c for vd, c in zip(v, loss.chi1.numpy().astype(np.float64)))
+  chi2 = sum(vd * c for vd, c in zip(v, loss.chi2.numpy().astype(np.float64)))
   noisy = lam2 + (chi2 + chi2.T) / 2
   mu, q = np.linalg.eigh(noisy)
   floor = (q * np.maximum(loss.min_curvature - mu, 0.0)) @ q.T
   return lam1 + chi1, noisy, floor
 
 
-def _numpy_polynomial(loss, y, h, w, b, weights=None):
-  """K ln 2 + sum W'(lambda1 + chi1) + 1/8 sum_k W'_k^T (M + P) W'_k."""
-  linear, noisy, floor = _numpy_coefficients(loss, y, h, weights)
+def _numpy_polynomial(loss, y, h, w, b, weights=None, draws=None):
+  """K ln 2 + sum W'(lambda1 + chi1~) + 1/8 sum_k W'_k^T (M + P) W'_k."""
+  linear, noisy, floor = _numpy_coefficients(loss, y, h, weights, draws)
   wp = np.concatenate([w, b[None, :]], axis=0)
   return (y.shape[1] * math.log(2) + np.sum(wp * linear)
           + np.sum(wp * ((noisy + floor) @ wp)) / 8)
@@ -175,7 +179,8 @@ def test_noisy_taylor_loss_noise_scale_and_fixed_draw():
                                 epsilon_out=eps)
   scale = 2 * e / (m * eps)  # Delta3 / (m epsilon_out) = 16.
   assert loss.scale == pytest.approx(16.0)
-  assert loss.chi1.shape == (e + 1, k) and loss.chi2.shape == (e + 1, e + 1)
+  assert loss.chi1.shape == (1, e + 1, k)
+  assert loss.chi2.shape == (1, e + 1, e + 1)
   for chi in (loss.chi1.numpy(), loss.chi2.numpy()):
     n = chi.size
     # |Lap(b)| ~ Exp(b): mean b, stddev b. Secret draws: Z standard errors.
@@ -196,7 +201,7 @@ def test_noisy_taylor_loss_noise_scale_and_fixed_draw():
 
 def test_noisy_taylor_loss_without_bias_and_validation():
   loss = losses.NoisyTaylorLoss(3, 2, 4, 1.0, use_bias=False, seed=0)
-  assert loss.chi1.shape == (3, 2)
+  assert loss.chi1.shape == (1, 3, 2)
   with pytest.raises(ValueError, match="epsilon_out must be a finite number"):
     losses.NoisyTaylorLoss(3, 2, 4, -1.0)
   with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
@@ -208,3 +213,24 @@ def test_noisy_taylor_loss_without_bias_and_validation():
                                          np.ones((3, 2)))
   with pytest.raises(ValueError, match="min_curvature must be a finite"):
     losses.NoisyTaylorLoss(3, 2, 4, 1.0, min_curvature=-0.1)
+
+
+def test_each_fixed_batch_brings_its_own_noise_draw():
+  # Two fixed batches in one loss (e.g. benign and adversarial): batch d's
+  # draw enters with the weight of batch d's data, v_d.
+  rng = np.random.default_rng(4)
+  e, k, m = 5, 3, 4
+  loss = losses.NoisyTaylorLoss(e, k, m, 2.0, num_draws=3, seed=1)
+  assert loss.chi1.shape == (3, e + 1, k)
+  chi1 = loss.chi1.numpy()
+  assert not np.allclose(chi1[0], chi1[1])  # independent draws
+  y = np.eye(k)[rng.integers(0, k, 2 * m)]
+  h = rng.uniform(-1, 1, (2 * m, e))
+  w, b = rng.normal(size=(e, k)), rng.normal(size=k)
+  weights = np.concatenate([np.full(m, 0.4 / m), np.full(m, 0.6 / m)])
+  draws = np.array([2] * m + [0] * m)
+  got = float(loss(y, h, w, b, example_weights=weights, draws=draws))
+  assert got == pytest.approx(
+      _numpy_polynomial(loss, y, h, w, b, weights, draws), rel=1e-5)
+  with pytest.raises(ValueError, match="one per\n?.*fixed batch"):
+    loss(y, h, w, b, example_weights=weights)

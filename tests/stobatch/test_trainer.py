@@ -28,9 +28,11 @@ def test_four_replicas_and_one_give_the_same_gradients():
 
 
 def _trainer(batch_size, config, epsilon=1e5):
+  # One noise draw per fixed batch of the 1,437 digits.
   model, _ = models.build_stobatch_model(
       "mnist", num_classes=10, epsilon_ae=epsilon, epsilon_out=epsilon,
-      batch_size=batch_size, seed=0, noise_seed=1)
+      batch_size=batch_size, seed=0, noise_seed=1,
+      num_batches=1437 // batch_size)
   return trainer_lib.StoBatchTrainer(model, tf.distribute.get_strategy(),
                                      config)
 
@@ -41,7 +43,7 @@ def _digits():
 
 
 def _taylor(model, x, y):
-  logits = model(x, training=True)
+  logits = model(x, training=False)  # Draw 0 of the fixed noise.
   return float(tf.reduce_mean(losses.taylor_cross_entropy(
       tf.one_hot(y, 10), logits)))
 
@@ -133,8 +135,12 @@ def test_fixed_batches_are_disjoint_and_deterministic():
   assert len(set(seen.tolist())) == 48
   assert batches.draw(5, 4) == batches.draw(5, 4)
   assert len(set(batches.draw(5, 6))) == 6
-  xb, _, xa, _ = batches.step_data(3, 2)
+  xb, _, xa, _, b, ba = batches.step_data(3, 2)
   assert xb.shape == (16, 1) and not set(xb[:, 0]) & set(xa[:, 0])
+  # Each example's batch index: it is in that fixed batch.
+  for rows, index in ((xb, b), (xa, ba)):
+    for row, batch in zip(rows[:, 0], index):
+      assert row in batches.batch(batch)[0][:, 0]
   with pytest.raises(ValueError, match="distinct fixed batches"):
     batches.draw(0, 7)
 
@@ -158,3 +164,27 @@ def test_config_validation():
     trainer_lib.TrainerConfig(attacks=("fgsm",))
   with pytest.raises(ValueError, match="alpha"):
     trainer_lib.TrainerConfig(alpha=-1.0)
+
+
+def test_each_fixed_batch_keeps_its_own_noise_across_epochs():
+  x, y = _digits()
+  trainer = _trainer(240, trainer_lib.TrainerConfig(attacks=(),
+                                                    noise_seed=4))
+  batches = trainer_lib.FixedBatches(x, y, 240, seed=0)
+  noises = (trainer.model.autoencoder.input_noise.noise,
+            trainer.model.autoencoder.hidden_noise.noise,
+            trainer.taylor_loss.chi1, trainer.taylor_loss.chi2)
+  before = [v.numpy() for v in noises]
+  assert all(len(b) == batches.num_batches == 5 for b in before)
+  # 10 steps of 2 batches of the 5: every batch is used in several epochs.
+  trainer.fit(batches, 10)
+  for old, variable in zip(before, noises):
+    np.testing.assert_array_equal(old, variable.numpy())
+    # A draw per batch, independent: no two batches share one.
+    for a in range(5):
+      for b in range(a + 1, 5):
+        assert not np.allclose(old[a], old[b])
+  # Batches that do not match the draws (4 of 240, not 5) are refused.
+  with pytest.raises(ValueError, match="num_batches=batches.num_batches"):
+    trainer.fit(trainer_lib.FixedBatches(x[:1000], y[:1000], 240, seed=0),
+                11)

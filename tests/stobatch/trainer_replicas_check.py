@@ -28,7 +28,7 @@ def _trainer(strategy):
   with strategy.scope():
     model, _ = models.build_stobatch_model(
         "mnist", num_classes=10, epsilon_ae=50.0, epsilon_out=50.0,
-        batch_size=M, seed=0, noise_seed=1)
+        batch_size=M, seed=0, noise_seed=1, num_batches=8)
   return trainer_lib.StoBatchTrainer(model, strategy, CONFIG)
 
 
@@ -41,8 +41,10 @@ ya = rng.integers(0, 10, 4 * M)
 four = _trainer(STRATEGY)
 one = _trainer(tf.distribute.get_strategy())
 one.model.set_weights(four.model.get_weights())
-g4 = four.gradients(x, y, xa, ya, 0.2)
-g1 = one.gradients(x, y, xa, ya, 0.2)
+# Fixed batches 0-3 benign, 4-7 adversarial: each with its own noise draw.
+draw, draw_a = np.repeat(np.arange(4), M), np.repeat(np.arange(4, 8), M)
+g4 = four.gradients(x, y, xa, ya, draw, draw_a, 0.2)
+g1 = one.gradients(x, y, xa, ya, draw, draw_a, 0.2)
 
 
 def _relative(a, b):
@@ -52,7 +54,7 @@ def _relative(a, b):
 error = max(_relative(a, b) for a, b in zip(g4, g1))
 # A different global batch gives a different gradient (the check is not
 # vacuous).
-other = one.gradients(xa, ya, x, y, 0.2)
+other = one.gradients(xa, ya, x, y, draw_a, draw, 0.2)
 moved = min(_relative(a, b) for a, b in zip(other, g1))
 print(json.dumps({"replicas": STRATEGY.num_replicas_in_sync,
                   "error": error, "moved": moved,

@@ -57,7 +57,8 @@ ASSUMPTIONS: Tuple[str, ...] = (
     "pure epsilon-DP (delta = 0) by the functional mechanism, independent of "
     "the number of training steps",
     "all Laplace noise (input, hidden, output coefficients) is drawn once "
-    "before training and reused at every step",
+    "before training, independently for each fixed batch, and each batch's "
+    "draw is reused at every step (parallel composition over the batches)",
     "the training set is shuffled once into fixed, disjoint batches of size m "
     "(each example is in exactly one batch; examples for adversarial crafting "
     "come from those batches too)",
@@ -83,10 +84,11 @@ CAVEATS: Tuple[str, ...] = (
     "does not depend on their weights), so their updates use the labels and "
     "the first layer's outputs without further noise; the paper counts them "
     "as post-processing, which we could not verify",
-    "one noise draw is shared by all batches; parallel composition over "
-    "disjoint batches needs independent noise per batch, and the noisy "
-    "coefficients of two batches differ by the exact difference of their "
-    "data terms",
+    "a batch's noise is fixed while its coefficients change with the "
+    "weights at every step, so two steps' noisy objectives of one batch "
+    "differ by an exact data-dependent term; that is sound only for fixed "
+    "features (layers below the output layer not trained on the private "
+    "labels meanwhile), which StoBatch's joint training does not have",
     "for a guarantee that rests on neither, train with DP-SGD "
     "(tfdp.make_private; SecureSGD in experiments.securesgd_tinyimagenet)",
 )

@@ -3,8 +3,8 @@
 The deployed classifier is the *noisy* one: ``f(x + chi)``, chi ~ Lap(b)
 per input coordinate, drawn afresh at every forward pass, where ``f`` is the
 trained network with its first layer's input noise switched off (its hidden
-noise keeps the fixed training draw, a constant offset; the other layers are
-per-example, GroupNorm included). Its prediction at x is the expected vote
+noise keeps fixed draw 0, that of the first fixed batch, a constant offset;
+the other layers are per-example, GroupNorm included). Its prediction at x is the expected vote
 ``argmax_k P(vote = k | x)``, estimated by Monte Carlo over `num_samples`
 draws (`tfdp.robust.certification.sample_votes`).
 

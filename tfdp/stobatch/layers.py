@@ -1,16 +1,21 @@
 """StoBatch's Keras layers: fixed Laplace noise, the DP auto-encoder conv, clipping.
 
 The functional mechanism perturbs the coefficients of a polynomial objective
-once; StoBatch realises it by adding Laplace noise drawn once, before training,
-to the input (``chi_x ~ Lap(Delta2 / (m epsilon'))``) and to the first
-convolution's output (``chi_h ~ Lap(2 Delta2 / (m epsilon'))``) and reusing the
-same draw at every step (scales from `tfdp.stobatch.budget`). Certification at
+once; StoBatch realises it by adding Laplace noise to the input (``chi_x ~
+Lap(Delta2 / (m epsilon'))``) and to the first convolution's output (``chi_h
+~ Lap(2 Delta2 / (m epsilon'))``), scales from `tfdp.stobatch.budget`. The
+training set is cut into fixed disjoint batches and the pure-DP argument over
+them is parallel composition, which needs independent noise per batch: so
+there is one draw per fixed batch (``num_draws`` of them, drawn before
+training), each reused for its batch at every step and across epochs. (The
+original code draws once for all batches; two batches perturbed by the same
+draw differ by the exact difference of their data.) Certification at
 inference instead needs fresh draws for its Monte Carlo votes, so the noise
 layers can also draw anew at every call.
 
-Noise tensors have the per-example shape (the input shape without the batch
-axis) and are broadcast over the batch, as the original code feeds one draw to
-every example.
+Each draw has the per-example shape (the input shape without the batch axis)
+and is added to every example of its batch, as the original code feeds one
+draw to every example; `draw` (one index per example) says whose batch.
 """
 
 from typing import Any, Dict, Optional
@@ -51,10 +56,13 @@ class FixedLaplaceNoise(tf.keras.layers.Layer):
 
   Modes, chosen separately for training and inference calls:
 
-  * ``"fixed"`` (the functional mechanism): ``chi`` has the per-example shape
-    ``input_shape[1:]``, is drawn once when the layer is built, kept in a
-    non-trainable variable (so it is saved with the model and identical on
-    every replica) and added to every example at every call until `redraw`.
+  * ``"fixed"`` (the functional mechanism): ``num_draws`` independent draws
+    ``chi[d]`` of the per-example shape ``input_shape[1:]``, drawn when the
+    layer is built and kept in a non-trainable variable (saved with the
+    model, identical on every replica). Example i of a call gets
+    ``chi[draw[i]]``, the draw of its fixed batch, at every call until
+    `redraw`; without `draw`, every example gets ``chi[0]`` (allowed in
+    training only with a single draw).
   * ``"fresh"``: a new ``chi`` of the full input shape at every call (Monte
     Carlo certification needs independent draws per vote).
   * ``"none"`` (inference only): the input is returned unchanged.
@@ -71,6 +79,10 @@ class FixedLaplaceNoise(tf.keras.layers.Layer):
   >>> x = tf.zeros([4, 3])
   >>> bool(tf.reduce_all(layer(x, training=True) == layer(x)))
   True
+  >>> per_batch = FixedLaplaceNoise(scale=0.5, num_draws=2, seed=1)
+  >>> y = per_batch(x, training=True, draw=tf.constant([0, 0, 1, 1]))
+  >>> bool(tf.reduce_all(y[0] == y[1])), bool(tf.reduce_all(y[1] == y[2]))
+  (True, False)
   >>> fresh = FixedLaplaceNoise(scale=0.5, inference_noise="fresh")
   >>> bool(tf.reduce_all(fresh(x) == fresh(x)))
   False
@@ -80,16 +92,19 @@ class FixedLaplaceNoise(tf.keras.layers.Layer):
     training_noise: "fixed" (default) or "fresh".
     inference_noise: "fixed" (default; StoBatch's model is the noisy one),
       "fresh" or "none".
-    seed: Optional int >= 0: the first fixed draw is a stateless function of
-      it (fresh draws and `redraw` stay stateful).
+    num_draws: The number of independent fixed draws (one per fixed
+      batch), >= 1.
+    seed: Optional int >= 0: the first fixed draws are a stateless function
+      of it (fresh draws and `redraw` stay stateful).
     **kwargs: Passed to `tf.keras.layers.Layer`.
   """
 
   def __init__(self, scale: float, training_noise: str = "fixed",
-               inference_noise: str = "fixed", seed: Optional[int] = None,
-               **kwargs):
+               inference_noise: str = "fixed", num_draws: int = 1,
+               seed: Optional[int] = None, **kwargs):
     super().__init__(**kwargs)
     self.scale = _validation.check_positive("scale", scale)
+    self.num_draws = _validation.check_positive_int("num_draws", num_draws)
     self.training_noise = _validation.check_choice(
         "training_noise", training_noise, _TRAINING_MODES)
     self.inference_noise = _validation.check_choice(
@@ -106,7 +121,8 @@ class FixedLaplaceNoise(tf.keras.layers.Layer):
     seed = None if self.seed is None else tf.constant([self.seed, 0],
                                                       tf.int64)
     self.noise = self.add_weight(
-        name="noise", shape=shape, dtype=self.dtype, trainable=False,
+        name="noise", shape=[self.num_draws] + shape.as_list(),
+        dtype=self.dtype, trainable=False,
         initializer=lambda s, dtype=None: _laplace(s, self.scale, seed,
                                                    dtype or self.dtype))
     super().build(input_shape)
@@ -117,14 +133,22 @@ class FixedLaplaceNoise(tf.keras.layers.Layer):
       self.noise.assign(_laplace(self.noise.shape, self.scale, None,
                                  self.noise.dtype))
 
-  def call(self, inputs, training=None):
+  def call(self, inputs, training=None, draw=None):
+    """`inputs` plus the noise of the mode; `draw`: [batch] draw indices."""
     mode = self.training_noise if training else self.inference_noise
     if mode == "none":
       return inputs
     if mode == "fresh":
       return inputs + _laplace(tf.shape(inputs), self.scale, None,
                                inputs.dtype)
-    return inputs + tf.cast(self.noise, inputs.dtype)
+    if draw is None:
+      if training and self.num_draws > 1:
+        raise ValueError(
+            f"FixedLaplaceNoise '{self.name}' holds {self.num_draws} draws, "
+            "one per fixed batch: pass draw= (each example's batch index) in "
+            "training, so that every batch gets its own noise")
+      return inputs + tf.cast(self.noise[0], inputs.dtype)
+    return inputs + tf.cast(tf.gather(self.noise, draw), inputs.dtype)
 
   def compute_output_shape(self, input_shape):
     return input_shape
@@ -132,7 +156,8 @@ class FixedLaplaceNoise(tf.keras.layers.Layer):
   def get_config(self) -> Dict[str, Any]:
     config = super().get_config()
     config.update(scale=self.scale, training_noise=self.training_noise,
-                  inference_noise=self.inference_noise, seed=self.seed)
+                  inference_noise=self.inference_noise,
+                  num_draws=self.num_draws, seed=self.seed)
     return config
 
 
@@ -192,8 +217,8 @@ class DPAutoencoderConv(tf.keras.layers.Layer):
       output = activation(h~)
 
   ``chi_x`` and ``chi_h`` are `FixedLaplaceNoise` layers: at training the
-  fixed draws (once, per-example shape); at inference each follows its own
-  mode, "fixed", "fresh" or "none" (`input_inference_noise`,
+  fixed draw of each example's batch (`draw`; one draw per fixed batch,
+  ``num_draws``); at inference each follows its own mode, "fixed", "fresh" or "none" (`input_inference_noise`,
   `hidden_inference_noise`). The original test code adds fresh input noise
   and no hidden noise at test time (``input_inference_noise="fresh",
   hidden_inference_noise="none"``); the defaults keep the fixed draws.
@@ -257,6 +282,7 @@ class DPAutoencoderConv(tf.keras.layers.Layer):
     reconstruction_order: 1 or 2 (see above).
     absolute_reconstruction: Take |.| of each summand (the original code).
     kernel_initializer: Keras initializer of W1.
+    num_draws: Independent fixed draws, one per fixed batch, >= 1.
     seed: Optional int >= 0 making the first fixed draws deterministic.
     **kwargs: Passed to `tf.keras.layers.Layer`.
   """
@@ -270,7 +296,7 @@ class DPAutoencoderConv(tf.keras.layers.Layer):
                reconstruction_order: int = 2,
                absolute_reconstruction: bool = False,
                kernel_initializer: Any = "glorot_uniform",
-               seed: Optional[int] = None, **kwargs):
+               num_draws: int = 1, seed: Optional[int] = None, **kwargs):
     super().__init__(**kwargs)
     self.filters = _validation.check_positive_int("filters", filters)
     self.kernel_size = _validation.check_positive_int("kernel_size",
@@ -293,12 +319,14 @@ class DPAutoencoderConv(tf.keras.layers.Layer):
     self.absolute_reconstruction = _check_bool("absolute_reconstruction",
                                                absolute_reconstruction)
     self.kernel_initializer = tf.keras.initializers.get(kernel_initializer)
+    self.num_draws = _validation.check_positive_int("num_draws", num_draws)
     self.seed = _check_optional_seed(seed)
     self.input_noise = FixedLaplaceNoise(
         self.input_noise_scale, inference_noise=self.input_inference_noise,
-        seed=self.seed, name="input_noise")
+        num_draws=self.num_draws, seed=self.seed, name="input_noise")
     self.hidden_noise = FixedLaplaceNoise(
         self.hidden_noise_scale, inference_noise=self.hidden_inference_noise,
+        num_draws=self.num_draws,
         seed=None if self.seed is None else self.seed + 1,
         name="hidden_noise")
 
@@ -341,41 +369,45 @@ class DPAutoencoderConv(tf.keras.layers.Layer):
     self.input_noise.redraw()
     self.hidden_noise.redraw()
 
-  def _encode(self, inputs, training):
-    noisy_x = self.input_noise(inputs, training=training)
+  def _encode(self, inputs, training, draw):
+    noisy_x = self.input_noise(inputs, training=training, draw=draw)
     h = tf.nn.conv2d(noisy_x, self.kernel, strides=self.strides,
                      padding=self.padding.upper())
     if self.use_bias:
       h = tf.nn.bias_add(h, self.bias)
-    h = self.hidden_noise(h, training=training)
+    h = self.hidden_noise(h, training=training, draw=draw)
     return noisy_x, h
 
-  def call(self, inputs, training=None):
-    _, h = self._encode(inputs, training)
+  def call(self, inputs, training=None, draw=None):
+    """activation(h~); `draw`: each example's fixed-batch index, [batch]."""
+    _, h = self._encode(inputs, training, draw)
     return self.activation(h)
 
-  def reconstruction_logits(self, inputs, training=True):
+  def reconstruction_logits(self, inputs, training=True, draw=None):
     """Decoder logits ``r = conv_transpose(activation(h~), W1)`` and ``x~``."""
     inputs = tf.convert_to_tensor(inputs, dtype=self.compute_dtype)
     if not self.built:
       self.build(inputs.shape)
-    noisy_x, h = self._encode(inputs, training)
+    noisy_x, h = self._encode(inputs, training, draw)
     r = tf.nn.conv2d_transpose(
         self.activation(h), self.kernel, output_shape=tf.shape(inputs),
         strides=self.strides, padding=self.padding.upper())
     return r, noisy_x
 
-  def reconstruction_loss(self, inputs, training=True) -> tf.Tensor:
+  def reconstruction_loss(self, inputs, training=True,
+                          draw=None) -> tf.Tensor:
     """Per-example Taylor reconstruction loss R(x) (see the class docstring).
 
     Args:
       inputs: x, [batch, H, W, C].
       training: Passed to the noise layers (True: the fixed draws).
+      draw: Each example's fixed-batch index, [batch] (the draw it gets).
 
     Returns:
       A [batch] tensor; the trainer averages it over the batch.
     """
-    r, noisy_x = self.reconstruction_logits(inputs, training=training)
+    r, noisy_x = self.reconstruction_logits(inputs, training=training,
+                                            draw=draw)
     terms = _LN2 + r * (0.5 - noisy_x)
     if self.reconstruction_order == 2:
       terms = terms + tf.square(r) / 8.0
@@ -407,5 +439,5 @@ class DPAutoencoderConv(tf.keras.layers.Layer):
         absolute_reconstruction=self.absolute_reconstruction,
         kernel_initializer=tf.keras.initializers.serialize(
             self.kernel_initializer),
-        seed=self.seed)
+        num_draws=self.num_draws, seed=self.seed)
     return config

@@ -57,7 +57,7 @@ Caveats, stated rather than hidden:
   follow the paper's functional mechanism instead.
 """
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import tensorflow as tf
 
@@ -112,15 +112,20 @@ def combine_benign_adversarial(benign_loss: tf.Tensor,
 class NoisyTaylorLoss(tf.Module):
   """The functional-mechanism (noisy-coefficient) Taylor loss of the output layer.
 
-  Holds ``chi1`` ((E+1) x K) and ``chi2`` ((E+1) x (E+1)), Laplace with scale
-  ``b3 = Delta3 / (m epsilon_out)`` drawn once (non-trainable variables,
-  checkpointed with the module), and computes
+  Holds, for each of ``num_draws`` fixed batches d, ``chi1[d]`` ((E+1) x K)
+  and ``chi2[d]`` ((E+1) x (E+1)), Laplace with scale ``b3 = Delta3 / (m
+  epsilon_out)`` drawn once and independently (non-trainable variables,
+  checkpointed with the module): batch d's noisy coefficients are its data
+  terms plus its own draw, so the coefficients of all the disjoint batches
+  together are epsilon_out-DP by parallel composition. It computes
 
-      L~ = sum_i w_i T(z_i, y_i) + sum W' * chi1 + 1/8 sum_k W'_k^T chi2 W'_k
-           + 1/8 sum_k W'_k^T P W'_k
+      L~ = sum_i w_i T(z_i, y_i) + sum W' * chi1~ + 1/8 sum_k W'_k^T chi2~ W'_k
+           + 1/8 sum_k W'_k^T P W'_k,   chi~ = sum_d v_d chi[d],
 
   with ``z = h W + b``, ``W' = [W; b]``, example weights ``w_i`` (``1/m``
-  by default) and ``P`` the curvature floor (see the module docstring).
+  by default), ``v_d = sum_{i in batch d} w_i`` the weight of batch d's
+  data in the loss (so each batch's noise enters with its data), and ``P``
+  the curvature floor (see the module docstring).
 
   Example:
 
@@ -140,6 +145,7 @@ class NoisyTaylorLoss(tf.Module):
     min_curvature: c >= 0, the least eigenvalue the noisy quadratic
       coefficient is raised to (0 only removes negative curvature, which can
       leave the loss unbounded along flat directions).
+    num_draws: Independent draws, one per fixed batch, >= 1.
     seed: Optional int >= 0 making the draw deterministic.
     name: Module name.
   """
@@ -147,7 +153,8 @@ class NoisyTaylorLoss(tf.Module):
   def __init__(self, hidden_width: int, num_classes: int, batch_size: int,
                epsilon_out: float, delta3: Optional[float] = None,
                use_bias: bool = True, min_curvature: float = 0.1,
-               seed: Optional[int] = None, name: Optional[str] = None):
+               num_draws: int = 1, seed: Optional[int] = None,
+               name: Optional[str] = None):
     super().__init__(name=name)
     self.hidden_width = _validation.check_positive_int("hidden_width",
                                                        hidden_width)
@@ -169,11 +176,13 @@ class NoisyTaylorLoss(tf.Module):
     # b3 = Delta3 / (m epsilon_out).
     self.scale = mechanisms.laplace_scale(self.delta3,
                                           self.batch_size * self.epsilon_out)
+    self.num_draws = _validation.check_positive_int("num_draws", num_draws)
     rows = self.hidden_width + (1 if use_bias else 0)
-    self.chi1 = tf.Variable(self._draw((rows, self.num_classes), 0),
-                            trainable=False, name="chi1")
-    self.chi2 = tf.Variable(self._draw((rows, rows), 1), trainable=False,
-                            name="chi2")
+    self.chi1 = tf.Variable(
+        self._draw((self.num_draws, rows, self.num_classes), 0),
+        trainable=False, name="chi1")
+    self.chi2 = tf.Variable(self._draw((self.num_draws, rows, rows), 1),
+                            trainable=False, name="chi2")
 
   def _draw(self, shape, offset: int, stateless: bool = True) -> tf.Tensor:
     seed = (tf.constant([self.seed, offset], tf.int64)
@@ -198,12 +207,39 @@ class NoisyTaylorLoss(tf.Module):
                                            [1, -1])], axis=0)
     return kernel
 
-  def noise_term(self, kernel: tf.Tensor,
-                 bias: Optional[tf.Tensor] = None) -> tf.Tensor:
-    """``sum W' * chi1 + 1/8 sum_k W'_k^T chi2 W'_k`` (scalar)."""
+  def draw_weights(self, example_weights: tf.Tensor,
+                   draws: Optional[tf.Tensor] = None) -> tf.Tensor:
+    """``v_d = sum_{i: draws_i = d} w_i``, [num_draws]; all on draw 0 if None.
+
+    Raises:
+      ValueError: without `draws` when there are several draws.
+    """
+    if draws is None:
+      if self.num_draws > 1:
+        raise ValueError(
+            f"the output loss holds {self.num_draws} noise draws, one per "
+            "fixed batch: pass draws= (each example's batch index)")
+      return tf.reduce_sum(example_weights, keepdims=True)
+    return tf.math.unsorted_segment_sum(example_weights, draws,
+                                        self.num_draws)
+
+  def mixed_noise(self, draw_weights: tf.Tensor, dtype) -> Tuple[tf.Tensor,
+                                                                 tf.Tensor]:
+    """``(chi1~, chi2~) = sum_d v_d (chi1[d], chi2[d])``."""
+    v = tf.cast(draw_weights, dtype)
+    return (tf.tensordot(v, tf.cast(self.chi1, dtype), axes=1),
+            tf.tensordot(v, tf.cast(self.chi2, dtype), axes=1))
+
+  def noise_term(self, kernel: tf.Tensor, bias: Optional[tf.Tensor] = None,
+                 draw_weights: Optional[tf.Tensor] = None) -> tf.Tensor:
+    """``sum W' * chi1~ + 1/8 sum_k W'_k^T chi2~ W'_k`` (scalar).
+
+    `draw_weights`: v [num_draws] (`draw_weights`); default all on draw 0.
+    """
     w = self.augmented_weights(kernel, bias)
-    chi1 = tf.cast(self.chi1, w.dtype)
-    chi2 = tf.cast(self.chi2, w.dtype)
+    if draw_weights is None:
+      draw_weights = tf.one_hot(0, self.num_draws, dtype=w.dtype)
+    chi1, chi2 = self.mixed_noise(draw_weights, w.dtype)
     return (tf.reduce_sum(w * chi1)
             + 0.125 * tf.reduce_sum(w * tf.matmul(chi2, w)))
 
@@ -213,17 +249,20 @@ class NoisyTaylorLoss(tf.Module):
       return tf.concat([hidden, tf.ones_like(hidden[:, :1])], axis=1)
     return hidden
 
-  def curvature_floor(self, hidden: tf.Tensor,
-                      example_weights: tf.Tensor) -> tf.Tensor:
+  def curvature_floor(self, hidden: tf.Tensor, example_weights: tf.Tensor,
+                      draw_weights: Optional[tf.Tensor] = None) -> tf.Tensor:
     """``P = Q diag(max(c - mu, 0)) Q^T`` for the noisy coefficient ``M``.
 
-    ``M = Q diag(mu) Q^T`` is the symmetric part of ``lambda2 + chi2`` with
+    ``M = Q diag(mu) Q^T`` is the symmetric part of ``lambda2 + chi2~`` with
     ``lambda2 = sum_i w_i h'_i h'_i^T``, averaged over replicas when called
-    in a replica context. Gradient stopped.
+    in a replica context (each replica's batches bring their own draws, so
+    the noisy sum is averaged, as one replica holding all the batches would
+    have it). Gradient stopped.
 
     Args:
       hidden: h, [batch, E].
       example_weights: w, [batch].
+      draw_weights: v, [num_draws]; default all on draw 0.
 
     Returns:
       P, [E+1, E+1] (or [E, E] without a bias).
@@ -231,11 +270,13 @@ class NoisyTaylorLoss(tf.Module):
     hidden = tf.stop_gradient(self.augmented_hidden(hidden))
     lambda2 = tf.matmul(hidden * example_weights[:, None], hidden,
                         transpose_a=True)
+    if draw_weights is None:
+      draw_weights = tf.one_hot(0, self.num_draws, dtype=lambda2.dtype)
+    _, chi2 = self.mixed_noise(draw_weights, lambda2.dtype)
+    noisy = lambda2 + 0.5 * (chi2 + tf.transpose(chi2))
     context = tf.distribute.get_replica_context()
     if context is not None and context.num_replicas_in_sync > 1:
-      lambda2 = context.all_reduce(tf.distribute.ReduceOp.MEAN, lambda2)
-    chi2 = tf.cast(self.chi2, lambda2.dtype)
-    noisy = lambda2 + 0.5 * (chi2 + tf.transpose(chi2))
+      noisy = context.all_reduce(tf.distribute.ReduceOp.MEAN, noisy)
     mu, q = tf.linalg.eigh(noisy)
     lift = tf.nn.relu(tf.cast(self.min_curvature, mu.dtype) - mu)
     return tf.stop_gradient(tf.matmul(q * lift[None, :], q,
@@ -243,7 +284,8 @@ class NoisyTaylorLoss(tf.Module):
 
   def __call__(self, y_true: tf.Tensor, hidden: tf.Tensor, kernel: tf.Tensor,
                bias: Optional[tf.Tensor] = None,
-               example_weights: Optional[tf.Tensor] = None) -> tf.Tensor:
+               example_weights: Optional[tf.Tensor] = None,
+               draws: Optional[tf.Tensor] = None) -> tf.Tensor:
     """The noisy batch loss L~ (scalar), with the curvature floor.
 
     Args:
@@ -256,6 +298,8 @@ class NoisyTaylorLoss(tf.Module):
         caller's duty; StoBatch's ``(L_benign + alpha L_adv) / (1 + alpha)``
         over two batches of m gives ``1 / ((1 + alpha) m)`` and ``alpha /
         ((1 + alpha) m)``).
+      draws: Each example's fixed-batch index, [batch] (required with
+        several draws): batch d's noise enters with weight ``v_d``.
 
     Returns:
       ``sum_i w_i T(h_i W + b, y_i) + noise_term(W, b)
@@ -275,6 +319,7 @@ class NoisyTaylorLoss(tf.Module):
     exact = tf.reduce_sum(example_weights
                           * taylor_cross_entropy(y_true, logits))
     w = self.augmented_weights(kernel, bias)
-    floor = self.curvature_floor(hidden, example_weights)
-    return (exact + self.noise_term(kernel, bias)
+    draw_weights = self.draw_weights(example_weights, draws)
+    floor = self.curvature_floor(hidden, example_weights, draw_weights)
+    return (exact + self.noise_term(kernel, bias, draw_weights)
             + 0.125 * tf.reduce_sum(w * tf.matmul(floor, w)))

@@ -283,13 +283,17 @@ class StoBatchNet(tf.keras.Model):
     """E, the width of the clipped last hidden layer."""
     return int(self.body.output_shape[-1])
 
-  def hidden(self, x: tf.Tensor, training=None) -> tf.Tensor:
-    """The clipped last hidden layer h [batch, E]."""
-    return self.body(self.autoencoder(x, training=training),
+  def hidden(self, x: tf.Tensor, training=None, draw=None) -> tf.Tensor:
+    """The clipped last hidden layer h [batch, E].
+
+    `draw`: each example's fixed-batch index [batch], which selects its
+    batch's fixed first-layer noise (`layers.FixedLaplaceNoise`).
+    """
+    return self.body(self.autoencoder(x, training=training, draw=draw),
                      training=training)
 
-  def call(self, inputs, training=None):
-    return self.head(self.hidden(inputs, training=training))
+  def call(self, inputs, training=None, draw=None):
+    return self.head(self.hidden(inputs, training=training, draw=draw))
 
   @property
   def autoencoder_variables(self):
@@ -309,7 +313,8 @@ def build_stobatch_model(
     norm: str = "group", input_inference_noise: str = "fixed",
     hidden_inference_noise: str = "fixed", seed: int = 0,
     noise_seed: Optional[int] = None, side: Optional[int] = None,
-    weights_path: Optional[Union[str, os.PathLike]] = None
+    weights_path: Optional[Union[str, os.PathLike]] = None,
+    num_batches: int = 1
 ) -> Tuple[StoBatchNet, budget_lib.StoBatchBudget]:
   """Builds a StoBatch model and its budget (noise scales).
 
@@ -333,6 +338,9 @@ def build_stobatch_model(
       None (the default) draws it from the OS entropy.
     side: Input side; default `input_side(architecture)` (tests use
       smaller images).
+    num_batches: The number of fixed disjoint batches
+      (`trainer.FixedBatches.num_batches`): the first layer holds one
+      independent noise draw per batch.
     weights_path: "tinyimagenet" only: a local weights file of a keras-cv
       ResNet-18 `ResNetBackbone` (ImageNet weights; see
       `load_backbone_weights`), loaded into the ResNet body; with 3 input
@@ -356,6 +364,7 @@ def build_stobatch_model(
     raise ValueError(f"weights_path is only for architecture "
                      f"'tinyimagenet', got architecture {architecture!r}")
   num_classes = _validation.check_positive_int("num_classes", num_classes)
+  num_batches = _validation.check_positive_int("num_batches", num_batches)
   if num_classes < 2:
     raise ValueError(f"num_classes must be >= 2, got {num_classes}")
   seed = _validation.check_non_negative_int("seed", seed)
@@ -387,7 +396,8 @@ def build_stobatch_model(
       input_inference_noise=input_inference_noise,
       hidden_inference_noise=hidden_inference_noise,
       kernel_initializer=tf.keras.initializers.Constant(kernel0),
-      seed=secret_seed(noise_seed), name="dp_autoencoder")
+      num_draws=num_batches, seed=secret_seed(noise_seed),
+      name="dp_autoencoder")
   if backbone is not None:
     body = resnet18_body(backbone)
   else:

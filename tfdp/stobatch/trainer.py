@@ -113,16 +113,22 @@ class FixedBatches:
     return [int(i) for i in rng.choice(self.num_batches, count,
                                        replace=False)]
 
-  def step_data(self, step: int, replicas: int
-                ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(x, y, x_adv, y_adv), each the N replicas' batches concatenated."""
+  def step_data(self, step: int, replicas: int) -> Tuple[np.ndarray, ...]:
+    """(x, y, x_adv, y_adv, b, b_adv) for the N replicas, concatenated.
+
+    b and b_adv give each example's fixed-batch index (which noise draw it
+    gets).
+    """
     ids = self.draw(step, 2 * replicas)
     benign = [self.batch(i) for i in ids[:replicas]]
     adv = [self.batch(i) for i in ids[replicas:]]
+    index = lambda chosen: np.repeat(np.asarray(chosen, np.int32),
+                                     self.batch_size)
     return (np.concatenate([b[0] for b in benign]),
             np.concatenate([b[1] for b in benign]),
             np.concatenate([a[0] for a in adv]),
-            np.concatenate([a[1] for a in adv]))
+            np.concatenate([a[1] for a in adv]),
+            index(ids[:replicas]), index(ids[replicas:]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,29 +244,35 @@ def _cross_entropy(labels, logits):
 
 def adversarial_batch(model: tf.keras.Model, x: tf.Tensor, labels: tf.Tensor,
                       size: tf.Tensor, attacks: Sequence[str], steps: int,
-                      clip_min: float, clip_max: float
-                      ) -> Tuple[tf.Tensor, tf.Tensor]:
+                      clip_min: float, clip_max: float,
+                      draws: Optional[tf.Tensor] = None
+                      ) -> Tuple[tf.Tensor, tf.Tensor, Optional[tf.Tensor]]:
   """Splits a batch among `attacks` (example j -> attack j mod A) and crafts.
 
-  The model runs with ``training=True``: its fixed DP noise (the model the
-  issue calls "with the DP input noise"). The split by residue keeps each
-  example's attack the same whether the batch is one replica's or the
-  concatenation of N replicas' (when m is a multiple of A).
+  The model runs with ``training=True``: its fixed DP noise, each example
+  with the draw of its fixed batch (`draws`; the model the issue calls "with
+  the DP input noise"). The split by residue keeps each example's attack the
+  same whether the batch is one replica's or the concatenation of N
+  replicas' (when m is a multiple of A).
 
   Returns:
-    (x_adv, labels_adv), gradient stopped, in the order of the attacks.
+    (x_adv, labels_adv, draws_adv), gradient stopped, in the order of the
+    attacks (draws_adv None without `draws`).
   """
-
-  def model_fn(z):
-    return model(z, training=True)
-
-  xs, ys = [], []
+  xs, ys, ds = [], [], []
   for a, name in enumerate(attacks):
-    xa, ya = x[a::len(attacks)], labels[a::len(attacks)]
-    xs.append(craft(name, model_fn, xa, ya, size, steps, clip_min,
-                     clip_max))
-    ys.append(ya)
-  return tf.stop_gradient(tf.concat(xs, 0)), tf.concat(ys, 0)
+    part = slice(a, None, len(attacks))
+    da = None if draws is None else draws[part]
+
+    def model_fn(z, da=da):
+      return model(z, training=True, draw=da)
+
+    xs.append(craft(name, model_fn, x[part], labels[part], size, steps,
+                    clip_min, clip_max))
+    ys.append(labels[part])
+    ds.append(da)
+  return (tf.stop_gradient(tf.concat(xs, 0)), tf.concat(ys, 0),
+          None if draws is None else tf.concat(ds, 0))
 
 
 def _uniform_weights(rows: tf.Tensor, total: float) -> tf.Tensor:
@@ -308,6 +320,7 @@ class StoBatchTrainer:
           hidden_width=model.hidden_width, num_classes=model.num_classes,
           batch_size=self.budget.batch_size,
           epsilon_out=self.budget.epsilon_out,
+          num_draws=model.autoencoder.num_draws,
           min_curvature=config.min_curvature, seed=sb_models.secret_seed(config.noise_seed), name="taylor_loss")
       self.optimizer = tf.keras.optimizers.Adam(config.learning_rate)
       self.optimizer.build(model.trainable_variables)
@@ -329,24 +342,24 @@ class StoBatchTrainer:
 
   # -- one step ------------------------------------------------------------
 
-  def _losses(self, x, y, xa, ya, size):
+  def _losses(self, x, y, xa, ya, draw, draw_a, size):
     model, config = self.model, self.config
     k = model.num_classes
     adversarial = bool(config.attacks) and config.alpha > 0
     if adversarial:
       # Crafted outside the tape: the examples are inputs (gradient stopped).
-      x_adv, y_adv = adversarial_batch(
+      x_adv, y_adv, draw_adv = adversarial_batch(
           model, xa, ya, size, config.attacks, config.attack_steps,
-          config.clip_min, config.clip_max)
+          config.clip_min, config.clip_max, draws=draw_a)
     with tf.GradientTape(persistent=True) as tape:
       rec = tf.reduce_mean(model.autoencoder.reconstruction_loss(
-          x, training=True))
-      hb = model.hidden(x, training=True)
+          x, training=True, draw=draw))
+      hb = model.hidden(x, training=True, draw=draw)
       kernel, bias = model.head.kernel, model.head.bias
       metrics = {"reconstruction_loss": rec}
       metrics.update(_taylor_metrics("benign", model.head(hb), y, k))
       if adversarial:
-        ha = model.hidden(x_adv, training=True)
+        ha = model.hidden(x_adv, training=True, draw=draw_adv)
         metrics.update(_taylor_metrics("adversarial", model.head(ha), y_adv,
                                        k))
         # (L_benign + alpha L_adv) / (1 + alpha) as one weighted loss, so
@@ -354,13 +367,15 @@ class StoBatchTrainer:
         # coefficients (tfdp.stobatch.losses).
         hidden = tf.concat([hb, ha], 0)
         labels = tf.concat([y, y_adv], 0)
+        draws = tf.concat([draw, draw_adv], 0)
         weights = tf.concat([
             _uniform_weights(hb, 1.0 / (1.0 + config.alpha)),
             _uniform_weights(ha, config.alpha / (1.0 + config.alpha))], 0)
       else:
         hidden, labels, weights = hb, y, _uniform_weights(hb, 1.0)
+        draws = draw
       out = self.taylor_loss(tf.one_hot(labels, k), hidden, kernel, bias,
-                             example_weights=weights)
+                             example_weights=weights, draws=draws)
       metrics["output_loss"] = out
     ae_vars, up_vars = model.autoencoder_variables, model.upper_variables
     grads = (tape.gradient(rec, ae_vars) + tape.gradient(out, up_vars))
@@ -369,8 +384,8 @@ class StoBatchTrainer:
     grads = [g * scale for g in grads]
     return grads, metrics
 
-  def _replica_train(self, x, y, xa, ya, size):
-    grads, metrics = self._losses(x, y, xa, ya, size)
+  def _replica_train(self, x, y, xa, ya, draw, draw_a, size):
+    grads, metrics = self._losses(x, y, xa, ya, draw, draw_a, size)
     self.optimizer.apply_gradients(zip(grads, self._variables))
     return metrics
 
@@ -380,8 +395,8 @@ class StoBatchTrainer:
                                     axis=None)
             for k, v in metrics.items()}
 
-  def _replica_gradients(self, x, y, xa, ya, size):
-    grads, _ = self._losses(x, y, xa, ya, size)
+  def _replica_gradients(self, x, y, xa, ya, draw, draw_a, size):
+    grads, _ = self._losses(x, y, xa, ya, draw, draw_a, size)
     return tf.distribute.get_replica_context().all_reduce(
         tf.distribute.ReduceOp.SUM, grads)
 
@@ -407,28 +422,32 @@ class StoBatchTrainer:
     rng = np.random.default_rng([self.config.seed, step, 1])
     return float(rng.uniform(0.0, self.config.max_attack_size))
 
-  def step(self, x, y, x_adv, y_adv, size: float) -> Dict[str, float]:
+  def step(self, x, y, x_adv, y_adv, draw, draw_adv,
+           size: float) -> Dict[str, float]:
     """One training step on global batches (split evenly over the replicas).
 
     Args:
       x, y: The benign global batch [N m, ...] and its integer labels.
       x_adv, y_adv: The (disjoint) global batch to craft adversarial examples
         from.
+      draw, draw_adv: Each example's fixed-batch index (its noise draw), [N m]
+        (`FixedBatches.step_data`).
       size: The attack size of this step.
 
     Returns:
       The replica-averaged metrics.
     """
-    inputs = self._distribute((x, y, x_adv, y_adv))
+    inputs = self._distribute((x, y, x_adv, y_adv, draw, draw_adv))
     metrics = self._train_fn(inputs, tf.constant(size, tf.float32))
     return {k: float(v) for k, v in metrics.items()}
 
-  def gradients(self, x, y, x_adv, y_adv, size: float) -> List[np.ndarray]:
+  def gradients(self, x, y, x_adv, y_adv, draw, draw_adv,
+                size: float) -> List[np.ndarray]:
     """The averaged update direction of `step` without applying it.
 
     Ordered as ``model.autoencoder_variables + model.upper_variables``.
     """
-    inputs = self._distribute((x, y, x_adv, y_adv))
+    inputs = self._distribute((x, y, x_adv, y_adv, draw, draw_adv))
     grads = self._grad_fn(inputs, tf.constant(size, tf.float32))
     return [g.numpy() for g in grads]
 
@@ -468,6 +487,11 @@ class StoBatchTrainer:
       raise ValueError(
           f"batches.batch_size ({batches.batch_size}) must equal the "
           f"budget's m ({self.budget.batch_size})")
+    if batches.num_batches != self.model.autoencoder.num_draws:
+      raise ValueError(
+          f"the model holds {self.model.autoencoder.num_draws} noise draws, "
+          f"one per fixed batch, but there are {batches.num_batches} fixed "
+          "batches: build the model with num_batches=batches.num_batches")
     manager = None
     if checkpoint_dir:
       manager = tf.train.CheckpointManager(self.checkpoint(), checkpoint_dir,

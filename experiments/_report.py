@@ -63,7 +63,60 @@ def markdown_table(rows: Sequence[Mapping[str, object]]) -> str:
   return "\n".join(lines)
 
 
+def header(experiment: str, settings: Mapping[str, object]) -> List[str]:
+  """results.md's first lines: title, command, the other settings.
+
+  `settings` holds "command", "dataset" and "model" among its entries.
+  """
+  return [f"# {experiment}: {settings['dataset']}, {settings['model']}", "",
+          f"`{settings['command']}`", "",
+          ", ".join(f"{k}={settings[k]}" for k in sorted(settings)
+                    if k != "command"), ""]
+
+
+def inference_noise(evaluation: Mapping[str, object]) -> str:
+  """A StoBatch evaluation's vote noise: N(0, b^2) or Lap(b), and its bound."""
+  b = f"{evaluation['noise_scale']:.3g}"
+  if evaluation.get("certificate", "pixeldp") == "smoothing":
+    return f"N(0, {b}^2), smoothing"
+  return f"Lap({b}), PixelDP"
+
+
 def write_json(path: str, results: Dict[str, object]) -> None:
   with open(path, "w") as f:
     json.dump(results, f, indent=2, sort_keys=True)
     f.write("\n")
+
+
+def write_results(results_dir: str, results: Dict[str, object],
+                  markdown: str) -> None:
+  """Writes RESULTS_DIR/results.json and RESULTS_DIR/results.md."""
+  os.makedirs(results_dir, exist_ok=True)
+  write_json(os.path.join(results_dir, "results.json"), results)
+  with open(os.path.join(results_dir, "results.md"), "w") as f:
+    f.write(markdown)
+
+
+def plot_curves(curves: Mapping[str, Mapping[float, float]], path: str, *,
+                xlabel: str, ylabel: str, title: str = "") -> None:
+  """One line per label through its (x, y) points, saved as a PNG.
+
+  E.g. certified accuracy against radius, one line per method or epsilon.
+  """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  figure, ax = plt.subplots(figsize=(5.5, 4))
+  for label, points in curves.items():
+    xs = sorted(points)
+    ax.plot(xs, [points[x] for x in xs], marker="o", label=label)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  if title:
+    ax.set_title(title)
+  ax.grid(True, alpha=0.3)
+  ax.legend(fontsize="small")
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+  plt.close(figure)

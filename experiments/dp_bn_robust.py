@@ -53,8 +53,11 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+from experiments import _data
 from experiments import _report
+from experiments import _training
 import flags as shared_flags
+from flags import data as data_flags
 from flags import privacy as privacy_flags
 from flags import robust as robust_flags
 from flags import training as training_flags
@@ -65,25 +68,9 @@ _MODELS = ("lenet5", "papernot", "resnet18")
 _EXPERIMENT = "dp_bn_robust"
 
 flags.set_default(training_flags.LEARNING_RATE, 0.25)
-shared_flags.adopt_key_flags(privacy_flags, robust_flags, training_flags)
+shared_flags.adopt_key_flags(data_flags, privacy_flags, robust_flags,
+                            training_flags)
 
-DATASET = flags.DEFINE_string(
-    "dataset", "digits",
-    "digits (embedded), mnist (TFDS, or --npz), cifar10 (TFDS), or the path "
-    "of an .npz file with images x and labels y.")
-NPZ = flags.DEFINE_string(
-    "npz", None,
-    "With --dataset=mnist: read MNIST from this .npz file (x: uint8 images "
-    "(N, 28, 28), y: labels) instead of TFDS, split as for an .npz dataset.")
-TFDS_DATA_DIR = flags.DEFINE_string(
-    "tfds_data_dir", None, "TFDS data directory for mnist and cifar10.")
-TEST_FRACTION = flags.DEFINE_float(
-    "test_fraction", 0.2,
-    "For .npz data (and digits): fraction held out for testing, in (0, 1) "
-    "(0.2 of 10,000 gives 8,000 train / 2,000 test).")
-SPLIT_SEED = flags.DEFINE_integer(
-    "split_seed", 0, "Seed of the train/test split and of the public slice; "
-    "fixed across runs so every run sees the same data.", lower_bound=0)
 MODEL = flags.DEFINE_enum("model", "lenet5", _MODELS, "Architecture.")
 NORM = flags.DEFINE_enum("norm", "public_batch", _NORMS,
                          "Normalisation after each convolution.")
@@ -137,7 +124,6 @@ VERBOSE = flags.DEFINE_integer(
     "keras_verbose", 0, "Keras fit verbosity (0 silent, 2 one line per "
     "epoch).", lower_bound=0, upper_bound=2)
 
-shared_flags.check_range(TEST_FRACTION, above=0, below=1)
 shared_flags.check_range(WIDTH, above=0)
 shared_flags.check_range(SEEDS, at_least=0, number=int)
 shared_flags.check_range(NOISE_MULTIPLIERS, at_least=0)
@@ -157,31 +143,10 @@ class Data:
     return tuple(self.private.x.shape[1:])
 
 
-def _is_npz(name: str) -> bool:
-  return name.endswith(".npz")
-
-
-def _load_dataset() -> tfdp.data.ImageDataset:
-  name = DATASET.value
-  if name == "digits":
-    return tfdp.data.load_digits(test_fraction=TEST_FRACTION.value,
-                                 seed=SPLIT_SEED.value)
-  if name == "mnist" and NPZ.value:
-    return tfdp.data.load_npz(NPZ.value, test_fraction=TEST_FRACTION.value,
-                              seed=SPLIT_SEED.value, name="mnist")
-  if name in ("mnist", "cifar10"):
-    return tfdp.data.load_tfds(name, data_dir=TFDS_DATA_DIR.value)
-  if _is_npz(name):
-    return tfdp.data.load_npz(name, test_fraction=TEST_FRACTION.value,
-                              seed=SPLIT_SEED.value)
-  raise app.UsageError(
-      f"--dataset must be digits, mnist, cifar10 or a path ending in .npz, "
-      f"got {name!r}")
-
-
 def load_data() -> Data:
   """The dataset, with the public batch split off as --public_source says."""
-  dataset = _load_dataset()
+  dataset = _data.load_dataset()
+  seed = data_flags.SPLIT_SEED.value
   size = PUBLIC_SIZE.value
   if size < 2:
     raise app.UsageError(f"--public_size must be >= 2, got {size}")
@@ -191,20 +156,20 @@ def load_data() -> Data:
       raise app.UsageError(
           f"--public_size={size} leaves no private examples out of "
           f"{len(train)}")
-    order = np.random.default_rng(SPLIT_SEED.value).permutation(len(train))
+    order = np.random.default_rng(seed).permutation(len(train))
     public = train.x[order[:size]]
     private = tfdp.data.Split(train.x[order[size:]], train.y[order[size:]])
   else:
     # load_npz validates and scales the file; its split is only a shuffle
     # here, both halves are drawn from.
     source = tfdp.data.load_npz(PUBLIC_SOURCE.value, test_fraction=0.5,
-                                seed=SPLIT_SEED.value)
+                                seed=seed)
     pool = np.concatenate([source.train.x, source.test.x])
     if len(pool) < size or pool.shape[1:] != train.x.shape[1:]:
       raise app.UsageError(
           f"--public_source {PUBLIC_SOURCE.value} must hold >= {size} images "
           f"of shape {train.x.shape[1:]}, got {pool.shape}")
-    order = np.random.default_rng(SPLIT_SEED.value).permutation(len(pool))
+    order = np.random.default_rng(seed).permutation(len(pool))
     public, private = pool[order[:size]], train
   return Data(name=dataset.name, private=private, public=public,
               test=dataset.test, num_classes=dataset.num_classes)
@@ -303,23 +268,13 @@ def train_and_evaluate(data: Data, norm: str, noise_multiplier: float,
   sampled = tfdp.data.poisson_batches(data.private.x, data.private.y,
                                       batch_size,
                                       seed=privacy_flags.SAMPLING_SEED.value)
-  accountant = tfdp.privacy.PrivacyAccountant(
-      noise_multiplier, privacy_flags.DELTA.value,
-      accountant=privacy_flags.ACCOUNTANT.value,
-      **sampled.accountant_kwargs())
-  model = tfdp.make_private(
-      build_model(norm, data),
-      public_data=data.public if norm == "public_batch" else None,
-      adversarial=adversarial_training() if robust else None)
-  model.compile(
-      optimizer=tfdp.optimizers.DPSGD(
-          learning_rate=training_flags.LEARNING_RATE.value,
-          momentum=training_flags.MOMENTUM.value,
-          l2_norm_clip=privacy_flags.L2_NORM_CLIP.value,
-          noise_multiplier=noise_multiplier, expected_batch_size=batch_size),
-      loss=tf.keras.losses.SparseCategoricalCrossentropy(
-          from_logits=True, reduction=tf.keras.losses.Reduction.NONE),
-      metrics=["accuracy"])
+  accountant = _training.privacy_accountant(noise_multiplier, sampled)
+  model = _training.compile_private(
+      tfdp.make_private(
+          build_model(norm, data),
+          public_data=data.public if norm == "public_batch" else None,
+          adversarial=adversarial_training() if robust else None),
+      noise_multiplier, batch_size)
   backup_dir = os.path.join(RESULTS_DIR.value, "backups",
                             _run_key(norm, noise_multiplier, seed, robust))
   model.fit(sampled.dataset, epochs=training_flags.EPOCHS.value,
@@ -459,6 +414,7 @@ def _settings(data: Data) -> Dict[str, object]:
       "public_examples": len(data.public),
       "public_source": PUBLIC_SOURCE.value,
       "test_examples": len(data.test),
+      "evaluated_on": _data.evaluated_on(),
       "robust_eval_examples": min(robust_flags.EVAL_SIZE.value or
                                   len(data.test), len(data.test)),
       "model": MODEL.value,
@@ -487,22 +443,12 @@ def write_results(settings: Dict[str, object], runs: List[Dict[str, object]],
   """Writes results.json, results.md and the plot; returns the markdown."""
   results_dir = RESULTS_DIR.value
   os.makedirs(results_dir, exist_ok=True)
-  _report.write_json(os.path.join(results_dir, "results.json"),
-                     {"settings": settings, "runs": runs,
-                      "summary": summary})
   shown = ("norm", "PGD training", "noise", "epsilon", "seeds",
            "clean acc. %", "PGD acc. %", "FGSM acc. %")
   per_run = ("norm", "robust", "noise_multiplier", "epsilon", "seed",
              "clean_accuracy", "pgd_accuracy", "fgsm_accuracy", "train_s",
              "eval_s")
-  lines = [
-      f"# {_EXPERIMENT}: {settings['dataset']}, {settings['model']}",
-      "",
-      f"`{settings['command']}`",
-      "",
-      ", ".join(f"{k}={settings[k]}" for k in sorted(settings)
-                if k != "command"),
-      "",
+  lines = _report.header(_EXPERIMENT, settings) + [
       "Accuracies in % as mean ± sample std over seeds; epsilon at "
       f"delta={settings['delta']:g} ({settings['accountant']}, Poisson "
       f"sampling). PGD and FGSM: L-{settings['pgd_norm']} ball of radius "
@@ -520,8 +466,8 @@ def write_results(settings: Dict[str, object], runs: List[Dict[str, object]],
          os.path.join(results_dir, "accuracy_vs_epsilon.png"))
     lines += ["![accuracy against epsilon](accuracy_vs_epsilon.png)", ""]
   markdown = "\n".join(lines)
-  with open(os.path.join(results_dir, "results.md"), "w") as f:
-    f.write(markdown)
+  _report.write_results(results_dir, {"settings": settings, "runs": runs,
+                                      "summary": summary}, markdown)
   return markdown
 
 

@@ -23,6 +23,7 @@ from absl import app
 import tensorflow as tf
 
 from experiments import _report
+from experiments import _training
 import flags as shared_flags
 from flags import output as output_flags
 from flags import privacy as privacy_flags
@@ -31,43 +32,19 @@ import tfdp
 
 shared_flags.adopt_key_flags(output_flags, privacy_flags, training_flags)
 
-_SAMPLERS = {
-    tfdp.privacy.POISSON: tfdp.data.poisson_batches,
-    tfdp.privacy.FIXED_SIZE: tfdp.data.fixed_size_batches,
-}
-
 
 def main(argv):
   del argv
   tf.keras.utils.set_random_seed(training_flags.SEED.value)
   started = time.perf_counter()
   digits = tfdp.data.load_digits()
-  sampled = _SAMPLERS[privacy_flags.SAMPLING.value](
-      digits.train.x, digits.train.y, training_flags.BATCH_SIZE.value,
-      seed=privacy_flags.SAMPLING_SEED.value)
-  accounting = dict(accountant=privacy_flags.ACCOUNTANT.value,
-                    **sampled.accountant_kwargs())
-
-  noise_multiplier = privacy_flags.NOISE_MULTIPLIER.value
-  if noise_multiplier is None:
-    noise_multiplier = tfdp.privacy.calibrate_noise_multiplier(
-        privacy_flags.TARGET_EPSILON.value, privacy_flags.DELTA.value,
-        training_flags.EPOCHS.value * sampled.steps_per_epoch, **accounting)
-  accountant = tfdp.privacy.PrivacyAccountant(
-      noise_multiplier, privacy_flags.DELTA.value, **accounting)
-
-  model = tfdp.make_private(
-      tfdp.models.mlp(digits.input_shape, digits.num_classes))
-  model.compile(
-      optimizer=tfdp.optimizers.DPSGD(
-          learning_rate=training_flags.LEARNING_RATE.value,
-          momentum=training_flags.MOMENTUM.value,
-          l2_norm_clip=privacy_flags.L2_NORM_CLIP.value,
-          noise_multiplier=noise_multiplier,
-          expected_batch_size=training_flags.BATCH_SIZE.value),
-      loss=tf.keras.losses.SparseCategoricalCrossentropy(
-          from_logits=True, reduction=tf.keras.losses.Reduction.NONE),
-      metrics=["accuracy"])
+  sampled = _training.sampled_batches(digits.train.x, digits.train.y)
+  noise_multiplier = _training.noise_multiplier(sampled)
+  accountant = _training.privacy_accountant(noise_multiplier, sampled)
+  model = _training.compile_private(
+      tfdp.make_private(
+          tfdp.models.mlp(digits.input_shape, digits.num_classes)),
+      noise_multiplier)
 
   run_dir = _report.run_directory(output_flags.OUTPUT_DIR.value, "quickstart",
                                   resume=output_flags.RESUME.value)

@@ -46,7 +46,9 @@ from flags import stobatch as sb_flags
 _STOBATCH_ONLY = ("allow_cpu_replicas", "epsilon_ae", "epsilon_out", "alpha",
                   "max_attack_size", "attack_steps",
                   "augmentation_multiplicity", "noise_seed",
-                  "inference_noise_scale", "log_every", "min_curvature")
+                  "inference_noise_scale", "log_every", "min_curvature",
+                  "forward_noise", "train_input_noise",
+                  "train_input_noise_scale", "certificate")
 
 shared_flags.adopt_key_flags(privacy_flags, ss_flags, sb_flags,
                              exclude=_STOBATCH_ONLY)

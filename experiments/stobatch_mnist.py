@@ -97,14 +97,17 @@ def run(architecture: str, default_dataset: str) -> Dict[str, Any]:
         batch_size=sb_flags.BATCH_SIZE.value, channels=x_train.shape[-1],
         seed=sb_flags.SEED.value, noise_seed=sb_flags.NOISE_SEED.value,
         side=side, weights_path=sb_flags.WEIGHTS_PATH.value,
-        num_batches=batches.num_batches)
+        num_batches=batches.num_batches,
+        forward_noise=sb_flags.FORWARD_NOISE.value)
   max_attack = (sb_flags.MAX_ATTACK_SIZE.value
                 or _DEFAULT_ATTACK_SIZE[architecture])
   config = trainer_lib.TrainerConfig(
       learning_rate=sb_flags.LEARNING_RATE.value, alpha=sb_flags.ALPHA.value,
       max_attack_size=max_attack, attack_steps=sb_flags.ATTACK_STEPS.value,
       seed=sb_flags.SEED.value, noise_seed=sb_flags.NOISE_SEED.value,
-      min_curvature=sb_flags.MIN_CURVATURE.value)
+      min_curvature=sb_flags.MIN_CURVATURE.value,
+      input_noise=sb_flags.TRAIN_INPUT_NOISE.value,
+      input_noise_scale=sb_flags.TRAIN_INPUT_NOISE_SCALE.value)
   trainer = trainer_lib.StoBatchTrainer(model, strategy, config)
 
   results_dir = sb_flags.RESULTS_DIR.value
@@ -130,14 +133,20 @@ def run(architecture: str, default_dataset: str) -> Dict[str, Any]:
   train_seconds = time.time() - started
 
   kappas = [float(k) for k in sb_flags.KAPPAS.value]
-  result = evaluation.evaluate(
-      model, x_test, y_test, kappas=kappas,
-      attacks=tuple(sb_flags.EVAL_ATTACKS.value),
-      attack_steps=sb_flags.EVAL_ATTACK_STEPS.value,
-      num_samples=sb_flags.NUM_SAMPLES.value,
-      alpha=sb_flags.CERT_ALPHA.value,
-      noise_scale=sb_flags.INFERENCE_NOISE_SCALE.value,
-      norm=sb_flags.EVAL_NORM.value)
+  noise_scale = sb_flags.INFERENCE_NOISE_SCALE.value
+  if noise_scale is None and sb_flags.TRAIN_INPUT_NOISE.value != "none":
+    noise_scale = sb_flags.TRAIN_INPUT_NOISE_SCALE.value
+  try:
+    result = evaluation.evaluate(
+        model, x_test, y_test, kappas=kappas,
+        attacks=tuple(sb_flags.EVAL_ATTACKS.value),
+        attack_steps=sb_flags.EVAL_ATTACK_STEPS.value,
+        num_samples=sb_flags.NUM_SAMPLES.value,
+        alpha=sb_flags.CERT_ALPHA.value, noise_scale=noise_scale,
+        norm=sb_flags.EVAL_NORM.value,
+        certificate=sb_flags.CERTIFICATE.value)
+  except ValueError as error:
+    raise app.UsageError(str(error)) from error
   write_summaries(log_dir, step, result, budget.epsilon)
 
   output = {
@@ -235,7 +244,7 @@ def _markdown(output: Dict[str, Any]) -> str:
       f"{output['epsilon_ae']:g} + {output['epsilon_out']:g} = "
       f"{output['epsilon']:g} (pure DP; assumptions and caveats below).",
       f"Conventional accuracy (expected vote, {result['num_samples']} draws, "
-      f"Lap({result['noise_scale']:.4g}) on the input): "
+      f"{_report.inference_noise(result)} on the input): "
       f"{result['conventional_accuracy']:.4f}; without input noise: "
       f"{result['base_accuracy']:.4f}; {result['examples']} test examples; "
       f"attacks and certificate in L-{result['norm']}, confidence "

@@ -51,7 +51,7 @@ def _row(run: Dict[str, Any]) -> Dict[str, Any]:
   row = {"dataset": run["dataset"], "epsilon (ae + out)": _epsilon(run),
          "m": run["batch_size"], "steps": run["steps"],
          "test examples": result["examples"],
-         "norm, b": f"L-{result['norm']}, {result['noise_scale']:.3g}",
+         "norm, inference noise": f"L-{result['norm']}, {_report.inference_noise(result)}",
          "conventional": result["conventional_accuracy"],
          "no input noise": result["base_accuracy"]}
   for kappa, value in result["certified_accuracy"].items():
@@ -90,8 +90,9 @@ def tables(runs: List[Dict[str, Any]]) -> str:
   evaluation = runs[0]["evaluation"]
   lines = [
       "# StoBatch result tables", "",
-      f"Votes: {evaluation['num_samples']} draws of Lap(b) on the input "
-      f"(b: the training input-noise scale unless the command sets "
+      f"Votes: {evaluation['num_samples']} draws of the inference noise "
+      f"on the input (its scale b: the training input-noise scale unless "
+      f"the command sets "
       f"--inference_noise_scale); certificates and attacks in the norm "
       f"given (pixels in [-1, 1]), confidence {1 - evaluation['alpha']:g}.",
       "",

@@ -104,13 +104,14 @@ LOG_EVERY = flags.DEFINE_integer("log_every", 10,
                                  "TensorBoard scalars every this many steps.",
                                  lower_bound=1)
 KAPPAS = flags.DEFINE_list(
-    "kappas", ["0.05", "0.1", "0.2", "0.3"],
+    "kappas", ["0.2", "0.4", "0.8", "1.0", "2.0"],
     "Attack sizes (> 0) for robust and certified accuracy (in --eval_norm, "
-    "pixels in [-1, 1]).")
+    "pixels in [-1, 1]: halve them for pixels in [0, 1]; the default L2 "
+    "radii are 0.1, 0.2, 0.4, 0.5, 1.0 there).")
 EVAL_ATTACKS = flags.DEFINE_list("eval_attacks", ["fgsm", "ifgsm", "mim",
                                                   "pgd"],
                                  "Attacks for robust accuracy.")
-EVAL_NORM = flags.DEFINE_enum("eval_norm", "inf", ["inf", "2"],
+EVAL_NORM = flags.DEFINE_enum("eval_norm", "2", ["inf", "2"],
                               "Norm of the evaluation attacks and of the "
                               "certificate.")
 EVAL_ATTACK_STEPS = flags.DEFINE_integer("eval_attack_steps", 10,
@@ -127,8 +128,29 @@ CERT_ALPHA = flags.DEFINE_float(
     "Certificates hold w.p. >= 1 - cert_alpha, cert_alpha in (0, 1).")
 INFERENCE_NOISE_SCALE = flags.DEFINE_float(
     "inference_noise_scale", None,
-    "Laplace scale (> 0) of the fresh input noise at inference (votes); "
-    "default the training input-noise scale.")
+    "Scale (> 0) of the fresh input noise at inference (votes): the Laplace "
+    "scale for --certificate=pixeldp, the Gaussian's standard deviation for "
+    "smoothing. Default --train_input_noise_scale, or the DP input-noise "
+    "scale without training noise.")
+FORWARD_NOISE = flags.DEFINE_enum(
+    "forward_noise", "none", ["none", "dp"],
+    "Whether the classifier path adds the DP auto-encoder's Laplace draws in "
+    "training ('dp', the paper's model) or only its reconstruction "
+    "objective does ('none': the draws protect W1 through that objective "
+    "alone, and cost the classifier its accuracy; docs/stobatch.md).")
+TRAIN_INPUT_NOISE = flags.DEFINE_enum(
+    "train_input_noise", "gaussian", ["none", "gaussian", "laplace"],
+    "Fresh per-example noise on the classifier's training inputs (benign "
+    "and adversarial), for the noise the model is certified with.")
+TRAIN_INPUT_NOISE_SCALE = flags.DEFINE_float(
+    "train_input_noise_scale", 0.5,
+    "Its standard deviation (gaussian) or Laplace scale (> 0), in input "
+    "units (pixels in [-1, 1]).")
+CERTIFICATE = flags.DEFINE_enum(
+    "certificate", "smoothing", ["smoothing", "pixeldp"],
+    "smoothing: Gaussian noise at inference and Cohen et al.'s L2 radius "
+    "(needs --eval_norm=2); pixeldp: Laplace noise and the PixelDP bound "
+    "(the paper's), in --eval_norm.")
 
 shared_flags.check_range(TEST_FRACTION, above=0, below=1)
 shared_flags.check_range(EPSILON_AE, above=0)
@@ -138,5 +160,6 @@ shared_flags.check_range(ALPHA, at_least=0)
 shared_flags.check_range(MAX_ATTACK_SIZE, above=0)
 shared_flags.check_range(MIN_CURVATURE, at_least=0)
 shared_flags.check_range(KAPPAS, above=0)
+shared_flags.check_range(TRAIN_INPUT_NOISE_SCALE, above=0)
 shared_flags.check_range(CERT_ALPHA, above=0, below=1)
 shared_flags.check_range(INFERENCE_NOISE_SCALE, above=0)

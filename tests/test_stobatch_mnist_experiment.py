@@ -71,7 +71,8 @@ def test_train_resume_tensorboard_and_tables(tmp_path):
                    [f"--runs={tmp_path}", f"--output={table}"], timeout=120)
   assert collected.returncode == 0, collected.stderr[-3000:]
   text = table.read_text()
-  assert "| digits | 2 = 1 + 1 | 24 | 5 | 6 | L-inf, " in text
+  assert "| digits | 2 = 1 + 1 | 24 | 5 | 6 | L-2, N(0, 0.5^2), smoothing |" in (
+      text)
   assert "certified k=0.05" in text and "certified / flipped by PGD" in text
   assert "python -m experiments.stobatch_mnist --steps=5" in text
 

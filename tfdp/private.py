@@ -25,7 +25,8 @@ def make_private(model: tf.keras.Model,
                  *,
                  physical_batch_size: Optional[int] = None,
                  public_data: Optional[Any] = None,
-                 adversarial: Optional[Any] = None) -> tf.keras.Model:
+                 adversarial: Optional[Any] = None,
+                 augmentation: Optional[Any] = None) -> tf.keras.Model:
   """Makes `model.fit` train with fast per-example clipping.
 
   Compile the returned model with a DP optimizer (e.g.
@@ -55,6 +56,13 @@ def make_private(model: tf.keras.Model,
       clipping. Each adversarial example depends on its own private example
       and the current weights only, so per-example clipping still bounds
       every example's influence.
+    augmentation: optional per-example input augmentation, e.g.
+      `tfdp.robust.GaussianAugmentation(sigma=0.25)` (training on noisy
+      inputs, for randomized smoothing): each step, after `adversarial`,
+      replaces x by `augmentation.perturb(model, x, y)` before clipping.
+      Each augmented example must depend on its own example and on noise
+      independent of the data only; then per-example clipping still bounds
+      every example's influence, whatever the augmentation noise.
 
   Returns:
     The same model object, with its `train_step` replaced, and its `fit`,
@@ -88,9 +96,15 @@ def make_private(model: tf.keras.Model,
     raise ValueError(
         "adversarial must have a perturb(model, x, y) method, e.g. "
         f"tfdp.robust.AdversarialTraining(...); got {adversarial!r}")
+  if augmentation is not None and not callable(
+      getattr(augmentation, "perturb", None)):
+    raise ValueError(
+        "augmentation must have a perturb(model, x, y) method, e.g. "
+        f"tfdp.robust.GaussianAugmentation(...); got {augmentation!r}")
   object.__setattr__(model, "_tfdp_physical_batch_size", physical_batch_size)
   object.__setattr__(model, "_tfdp_public_data", public_data)
   object.__setattr__(model, "_tfdp_adversarial", adversarial)
+  object.__setattr__(model, "_tfdp_augmentation", augmentation)
   model.train_step = types.MethodType(_private_train_step, model)
   model.fit = types.MethodType(_private_fit, model)
   return model
@@ -234,6 +248,8 @@ def _private_train_step(self, data):
     y = _check_integer_labels(y)
   if self._tfdp_adversarial is not None:
     x = self._tfdp_adversarial.perturb(self, x, y)
+  if self._tfdp_augmentation is not None:
+    x = self._tfdp_augmentation.perturb(self, x, y)
   # pylint: enable=protected-access
   if physical is None:
     result, predictions = _clipped_sum(self, x, y, sample_weight,

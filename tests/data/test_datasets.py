@@ -81,6 +81,26 @@ def test_digits_bad_arguments(kwargs, match):
     datasets.load_digits(**kwargs)
 
 
+# split
+
+
+def test_split_holds_out_a_stratified_fixed_part_of_a_split():
+  train = datasets.load_digits().train
+  rest, held_out = datasets.split(train, 0.125, seed=0)
+  assert len(held_out) == math.ceil(0.125 * len(train))
+  np.testing.assert_array_equal(_rows(_merge(rest, held_out)), _rows(train))
+  expected = len(held_out) * np.bincount(train.y) / len(train)
+  assert np.all(np.abs(np.bincount(held_out.y, minlength=10) - expected) <= 1)
+  again, _ = datasets.split(train, 0.125, seed=0)
+  np.testing.assert_array_equal(again.x, rest.x)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.5])
+def test_split_bad_fraction(fraction):
+  with pytest.raises(ValueError, match="fraction"):
+    datasets.split(datasets.Split(_X.astype(np.float32), _Y), fraction)
+
+
 # load_npz
 
 

@@ -118,3 +118,103 @@ def test_certify_rejects_bad_arguments(kwargs, match):
   args.update(kwargs)
   with pytest.raises(ValueError, match=match):
     smoothing.certify(linear_fn, np.zeros((1, 1), np.float32), **args)
+
+
+def _linear_model():
+  """Keras form of linear_fn: logits (-x, x) for 1-D inputs."""
+  model = tf.keras.Sequential([
+      tf.keras.Input((1,)), tf.keras.layers.Dense(2, use_bias=False)])
+  model.layers[0].set_weights([np.array([[-1.0, 1.0]], np.float32)])
+  return model
+
+
+def test_evaluate_matches_closed_forms_and_flips_no_certified_point():
+  # f(x) = 1 iff x > 0. Smoothed: g(x) = f(x); the exact radius is |x|; an
+  # L2 attack of radius r flips exactly the points with |x| < r (PGD finds
+  # it: the gradient points straight at the boundary).
+  rng = np.random.default_rng(8)
+  x = rng.uniform(-1, 1, size=(120, 1)).astype(np.float32)
+  y = (x[:, 0] > 0).astype(np.int64)
+  y[:10] = 1 - y[:10]   # Ten wrong labels: never certified correct.
+  sigma, radii = 0.5, [0.1, 0.3]
+  tf.random.set_seed(0)
+  result = smoothing.evaluate(
+      _linear_model(), x, y, sigma=sigma, radii=radii, num_classes=2, n0=50,
+      n=2000, alpha=0.001, attack_steps=10, clip_min=None, clip_max=None,
+      seed=9)
+  truth = (x[:, 0] > 0).astype(np.int64)
+  assert result["base_accuracy"] == pytest.approx(np.mean(truth == y))
+  # Certified accuracy below the exact one (certificates are lower bounds),
+  # and not far below it at n = 2000.
+  for r in radii:
+    exact = np.mean((truth == y) & (np.abs(x[:, 0]) > r))
+    assert exact - 0.2 <= result["certified_accuracy"][f"{r:g}"] <= exact
+    attacked = result["pgd"][f"{r:g}"]
+    # f is attacked: it survives exactly where |x| > r (and was right).
+    assert attacked["base_accuracy"] == pytest.approx(exact)
+    assert attacked["accuracy"] <= np.mean(truth == y)
+    assert attacked["certified"] >= result["certified_accuracy"][
+        f"{r:g}"] * len(x)
+    assert attacked["flipped"] == 0
+  assert 0 <= result["abstained"] < 0.2
+  assert result["accuracy"] <= np.mean(truth == y)
+
+
+def test_evaluate_against_the_soft_smoothed_surrogate():
+  x = np.array([[0.05], [-0.8], [0.9]], np.float32)
+  y = np.array([1, 0, 1])
+  tf.random.set_seed(1)
+  result = smoothing.evaluate(
+      _linear_model(), x, y, sigma=0.25, radii=[0.1, 0.5], num_classes=2,
+      n0=20, n=500, attack_steps=10, attack_noise_samples=16,
+      clip_min=None, clip_max=None, seed=2)
+  # The surrogate's gradient also points at the boundary: the point at 0.05
+  # falls at radius 0.1, the far ones survive 0.5; certified ones never flip.
+  assert result["pgd"]["0.1"]["base_accuracy"] == pytest.approx(2 / 3)
+  assert result["pgd"]["0.5"]["base_accuracy"] == pytest.approx(2 / 3)
+  assert result["pgd"]["0.1"]["flipped"] == 0
+  assert result["pgd"]["0.5"]["flipped"] == 0
+  assert result["attack_noise_samples"] == 16
+
+
+def test_soft_smoothed_is_log_of_mean_softmax():
+  model = _linear_model()
+  surrogate = smoothing.SoftSmoothed(model, 0.5, 4000)
+  x = tf.constant([[0.3], [-0.2]])
+  probabilities = tf.exp(surrogate(x)).numpy()
+  np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, rtol=1e-5)
+  # E softmax((-z, z))_1 = E sigmoid(2 z), z ~ N(x, 0.25): by quadrature.
+  grid = np.linspace(-6, 6, 4001)
+  weights = stats.norm.pdf(grid)
+  for row, value in enumerate([0.3, -0.2]):
+    expected = np.sum(weights / (1 + np.exp(-2 * (value + 0.5 * grid)))) / (
+        weights.sum())
+    # Std of the mean of 4000 sigmoids (each in [0, 1]) <= 0.5 / sqrt(4000).
+    assert abs(probabilities[row, 1] - expected) < 6 * 0.5 / np.sqrt(4000)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(radii=[0.0]), "radii"), (dict(attack_votes=0), "attack_votes"),
+    (dict(attack_noise_samples=-1), "attack_noise_samples"),
+    (dict(attack_batch_size=0), "attack_batch_size")])
+def test_evaluate_rejects_bad_arguments(kwargs, match):
+  args = dict(sigma=0.5, radii=[0.1], num_classes=2, n0=5, n=5)
+  args.update(kwargs)
+  with pytest.raises(ValueError, match=match):
+    smoothing.evaluate(_linear_model(), np.zeros((2, 1), np.float32),
+                       np.zeros(2, np.int64), **args)
+
+
+def test_radius_is_cohens_theorem_1():
+  # sigma / 2 (Phi^-1(p1) - Phi^-1(p2)); sigma Phi^-1(p1) when p2 = 1 - p1.
+  p1 = np.array([0.9, 0.6, 0.5, 0.3])
+  np.testing.assert_allclose(smoothing.radius(p1, 1 - p1, 0.5),
+                             [0.5 * stats.norm.ppf(0.9),
+                              0.5 * stats.norm.ppf(0.6), 0.0, 0.0])
+  assert smoothing.radius(0.7, 0.1, 1.0) == pytest.approx(
+      0.5 * (stats.norm.ppf(0.7) - stats.norm.ppf(0.1)))
+  assert smoothing.radius(1.0, 0.0, 1.0) == np.inf
+  with pytest.raises(ValueError, match="sigma"):
+    smoothing.radius(0.9, 0.1, 0.0)
+  with pytest.raises(ValueError, match="p1"):
+    smoothing.radius(1.2, 0.1, 1.0)

@@ -326,3 +326,31 @@ def test_fixed_noise_is_the_same_draw_on_every_replica():
                           cwd=str(pathlib.Path(__file__).resolve().parents[2]),
                           check=False)
   assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-2000:]
+
+
+def test_forward_noise_none_keeps_the_draws_in_the_reconstruction_only():
+  b = _small_budget()
+  kwargs = dict(filters=6, kernel_size=3,
+                input_noise_scale=b.input_noise_scale,
+                hidden_noise_scale=b.hidden_noise_scale,
+                activation="linear", seed=0)
+  clean = layers.DPAutoencoderConv(forward_noise="none", **kwargs)
+  noisy = layers.DPAutoencoderConv(**kwargs)
+  x = tf.random.uniform([5, 8, 8, 1], seed=1)
+  clean.build(x.shape)
+  noisy.build(x.shape)
+  noisy.set_weights(clean.get_weights())
+  # The classifier path: the plain convolution in training, no draw added.
+  expected = tf.nn.conv2d(x, clean.kernel, 2, "SAME") + clean.bias
+  np.testing.assert_allclose(clean(x, training=True).numpy(),
+                             expected.numpy(), atol=1e-5)
+  assert np.max(np.abs(noisy(x, training=True).numpy() -
+                       expected.numpy())) > 1.0
+  # The reconstruction objective (what trains W1) still carries the draws:
+  # the same loss as the paper's layer with the same weights and noise.
+  np.testing.assert_allclose(
+      clean.reconstruction_loss(x, training=True).numpy(),
+      noisy.reconstruction_loss(x, training=True).numpy(), rtol=1e-6)
+  assert clean.get_config()["forward_noise"] == "none"
+  with pytest.raises(ValueError, match="forward_noise"):
+    layers.DPAutoencoderConv(forward_noise="clean", **kwargs)

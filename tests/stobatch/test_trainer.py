@@ -188,3 +188,46 @@ def test_each_fixed_batch_keeps_its_own_noise_across_epochs():
   with pytest.raises(ValueError, match="num_batches=batches.num_batches"):
     trainer.fit(trainer_lib.FixedBatches(x[:1000], y[:1000], 240, seed=0),
                 11)
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "laplace"])
+def test_input_noise_is_fresh_with_the_asked_scale(kind):
+  x = tf.zeros([200, 50])
+  first = trainer_lib.input_noise(x, kind, 0.5).numpy()
+  second = trainer_lib.input_noise(x, kind, 0.5).numpy()
+  assert not np.allclose(first, second)
+  n = first.size
+  # Gaussian: std 0.5 (sample std's standard error ~ 0.5 / sqrt(2n));
+  # Laplace: E|X| = b, standard error b / sqrt(n). 6 standard errors.
+  if kind == "gaussian":
+    assert abs(first.std() - 0.5) < 6 * 0.5 / np.sqrt(2 * n)
+  else:
+    assert abs(np.abs(first).mean() - 0.5) < 6 * 0.5 / np.sqrt(n)
+  assert abs(first.mean()) < 6 * 0.5 * np.sqrt(2) / np.sqrt(n)
+  np.testing.assert_array_equal(trainer_lib.input_noise(x, "none", 0.5), x)
+
+
+def test_input_noise_config_validation():
+  with pytest.raises(ValueError, match="input_noise"):
+    trainer_lib.TrainerConfig(input_noise="uniform")
+  with pytest.raises(ValueError, match="input_noise_scale"):
+    trainer_lib.TrainerConfig(input_noise="gaussian", input_noise_scale=0.0)
+
+
+def test_smoothing_certificate_is_cohens_radius_and_sound(trained):
+  """certificate="smoothing": Gaussian votes, Cohen's L2 radius, no flips."""
+  trainer = trained[0]
+  ds = data.load_digits()
+  x = models.to_architecture_input(ds.test.x[:30], "mnist")
+  y = ds.test.y[:30]
+  result = evaluation.evaluate(
+      trainer.model, x, y, kappas=[0.05, 0.2], attacks=("pgd",),
+      attack_steps=3, num_samples=60, alpha=0.05, noise_scale=0.25,
+      norm="2", certificate="smoothing")
+  assert result["certificate"] == "smoothing"
+  for kappa in ("0.05", "0.2"):
+    assert result["soundness"][kappa]["flipped"] == 0, result["soundness"]
+  assert result["soundness"]["0.05"]["certified"] > 0
+  with pytest.raises(ValueError, match="norm"):
+    evaluation.evaluate(trainer.model, x, y, kappas=[0.1], norm="inf",
+                        certificate="smoothing")

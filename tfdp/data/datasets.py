@@ -116,6 +116,30 @@ def _check_split_args(test_fraction: float, seed: int) -> None:
   _validation.check_non_negative_int("seed", seed)
 
 
+def split(data: Split, fraction: float, *,
+          seed: int = 0) -> Tuple[Split, Split]:
+  """Holds out a fraction of a split, e.g. a validation set from `train`.
+
+  Stratified by label where possible and fixed by `seed`, as the train/test
+  split of the loaders.
+
+  Args:
+    data: the split to divide.
+    fraction: fraction of its examples held out, in (0, 1).
+    seed: seed of the split (scikit-learn's `random_state`).
+
+  Returns:
+    (rest, held_out): two disjoint splits that together hold `data`.
+
+  Raises:
+    ValueError: for a fraction outside (0, 1) or one that leaves a side
+      empty.
+  """
+  _validation.check_open_unit_interval("fraction", fraction)
+  _validation.check_non_negative_int("seed", seed)
+  return _train_test_split(data.x, data.y, fraction, seed)
+
+
 def load_digits(test_fraction: float = 0.2, seed: int = 0) -> ImageDataset:
   """Loads scikit-learn's embedded handwritten digits (no download needed).
 

@@ -35,13 +35,14 @@ import numpy as np
 import tensorflow as tf
 
 from tfdp import _validation
-from tfdp.privacy import mechanisms
 from tfdp.robust import certification
+from tfdp.robust import smoothing
 from tfdp.stobatch import models as sb_models
 from tfdp.stobatch import trainer as sb_trainer
 
 EVAL_ATTACKS = ("fgsm", "ifgsm", "mim", "pgd")
 NORMS = ("inf", "2", "1")
+CERTIFICATES = ("pixeldp", "smoothing")
 
 
 @contextlib.contextmanager
@@ -59,27 +60,33 @@ def _noise_modes(model: sb_models.StoBatchNet, input_mode: str,
 
 
 def base_fn(model: sb_models.StoBatchNet) -> Callable[[tf.Tensor], tf.Tensor]:
-  """f: the network without input noise, fixed hidden noise (a tf.function)."""
+  """f: the network without input noise (a tf.function).
+
+  Its hidden noise is the fixed draw 0 for a model trained with the DP
+  draws on its classifier path (``forward_noise="dp"``), none otherwise.
+  """
+  hidden_mode = "fixed" if model.autoencoder.forward_noise == "dp" else "none"
 
   @tf.function
   def fn(x):
-    with _noise_modes(model, "none", "fixed"):
+    with _noise_modes(model, "none", hidden_mode):
       return model(x, training=False)
 
   return fn
 
 
-def noisy_fn(model: sb_models.StoBatchNet,
-             scale: float) -> Callable[[tf.Tensor], tf.Tensor]:
-  """``x -> f(x + chi)``, chi ~ Lap(scale) fresh per coordinate and call."""
+def noisy_fn(model: sb_models.StoBatchNet, scale: float,
+             kind: str = "laplace") -> Callable[[tf.Tensor], tf.Tensor]:
+  """``x -> f(x + chi)``, chi fresh per coordinate and call.
+
+  chi ~ Lap(scale) (`kind` "laplace") or N(0, scale^2) ("gaussian").
+  """
   scale = _validation.check_positive("scale", scale)
   f = base_fn(model)
 
   @tf.function
   def fn(x):
-    chi = mechanisms.laplace_noise(tf.shape(x), l1_sensitivity=scale,
-                                   epsilon=1.0, dtype=x.dtype)
-    return f(x + chi)
+    return f(sb_trainer.input_noise(x, kind, scale))
 
   return fn
 
@@ -209,8 +216,15 @@ def evaluate(model: sb_models.StoBatchNet, x: Any, y: Any, *,
              alpha: float = 0.05, noise_scale: Optional[float] = None,
              norm: str = "inf", clip_min: float = -1.0,
              clip_max: float = 1.0, batch_size: int = 500,
-             vote_batch_size: int = 500) -> Dict[str, Any]:
+             vote_batch_size: int = 500,
+             certificate: str = "pixeldp") -> Dict[str, Any]:
   """Conventional, robust and certified accuracy, and the soundness check.
+
+  Two certificates: "pixeldp" (the paper's: Laplace noise of scale b on the
+  input, the PixelDP bound over the L1 sensitivity of the attack's ball,
+  any norm) and "smoothing" (Gaussian noise of standard deviation b on the
+  input, Cohen et al.'s L2 radius; for models trained with that noise,
+  `TrainerConfig(input_noise="gaussian")`).
 
   Args:
     model: A trained `StoBatchNet`.
@@ -223,13 +237,15 @@ def evaluate(model: sb_models.StoBatchNet, x: Any, y: Any, *,
     attack_steps: Iterations of the iterative attacks.
     num_samples: Monte Carlo noise draws per example.
     alpha: The certificate holds with probability >= 1 - alpha per example.
-    noise_scale: Laplace scale b of the inference noise; default the
-      model's training input-noise scale.
+    noise_scale: The inference noise's scale b (Laplace scale, or the
+      Gaussian's standard deviation); default the model's training
+      input-noise scale.
     norm: "inf", "2" or "1" (attacks: "inf" or "2").
     clip_min: Lowest valid input.
     clip_max: Highest valid input.
     batch_size: Examples attacked at once.
     vote_batch_size: Rows per forward pass when voting.
+    certificate: "pixeldp" or "smoothing" (L2 only).
 
   Returns:
     A JSON-ready dict: ``conventional_accuracy``, ``base_accuracy`` (f,
@@ -244,20 +260,30 @@ def evaluate(model: sb_models.StoBatchNet, x: Any, y: Any, *,
   """
   x, y, kappas = check_inputs(x, y, kappas, attacks, attack_steps,
                               num_samples, norm)
+  _validation.check_choice("certificate", certificate, CERTIFICATES)
+  if certificate == "smoothing" and norm != "2":
+    raise ValueError(f"certificate='smoothing' certifies L2 radii: norm must "
+                     f"be '2', got {norm!r}")
   scale = (model.autoencoder.input_noise_scale if noise_scale is None
            else _validation.check_positive("noise_scale", noise_scale))
   sensitivity = l1_sensitivity(x.shape[1:], norm)
+  if certificate == "smoothing":
+    noisy = noisy_fn(model, scale, "gaussian")
+    radius_fn = lambda p1, p2: smoothing.radius(p1, p2, scale)
+  else:
+    noisy = noisy_fn(model, scale)
+    radius_fn = lambda p1, p2: certification.laplace_radius(
+        p1, p2, sensitivity, scale)
   result = evaluate_noisy_classifier(
-      base_fn(model), noisy_fn(model, scale),
-      lambda p1, p2: certification.laplace_radius(p1, p2, sensitivity,
-                                                  scale),
-      x, y, num_classes=model.num_classes, kappas=kappas, attacks=attacks,
+      base_fn(model), noisy, radius_fn, x, y, num_classes=model.num_classes,
+      kappas=kappas, attacks=attacks,
       attack_steps=attack_steps, num_samples=num_samples, alpha=alpha,
       norm=norm, clip_min=clip_min, clip_max=clip_max,
       batch_size=batch_size, vote_batch_size=vote_batch_size)
   return dict(result, noise_scale=float(scale),
-              sensitivity=float(sensitivity))
+              sensitivity=float(sensitivity), certificate=certificate)
 
 
-__all__ = ["EVAL_ATTACKS", "base_fn", "check_inputs", "evaluate",
-           "evaluate_noisy_classifier", "l1_sensitivity", "noisy_fn"]
+__all__ = ["CERTIFICATES", "EVAL_ATTACKS", "base_fn", "check_inputs",
+           "evaluate", "evaluate_noisy_classifier", "l1_sensitivity",
+           "noisy_fn"]

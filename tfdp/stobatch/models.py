@@ -314,7 +314,7 @@ def build_stobatch_model(
     hidden_inference_noise: str = "fixed", seed: int = 0,
     noise_seed: Optional[int] = None, side: Optional[int] = None,
     weights_path: Optional[Union[str, os.PathLike]] = None,
-    num_batches: int = 1
+    num_batches: int = 1, forward_noise: str = "dp"
 ) -> Tuple[StoBatchNet, budget_lib.StoBatchBudget]:
   """Builds a StoBatch model and its budget (noise scales).
 
@@ -341,6 +341,9 @@ def build_stobatch_model(
     num_batches: The number of fixed disjoint batches
       (`trainer.FixedBatches.num_batches`): the first layer holds one
       independent noise draw per batch.
+    forward_noise: "dp" (the classifier path adds the first layer's DP
+      draws, as the paper) or "none" (only its reconstruction objective
+      does; see `layers.DPAutoencoderConv`).
     weights_path: "tinyimagenet" only: a local weights file of a keras-cv
       ResNet-18 `ResNetBackbone` (ImageNet weights; see
       `load_backbone_weights`), loaded into the ResNet body; with 3 input
@@ -396,8 +399,8 @@ def build_stobatch_model(
       input_inference_noise=input_inference_noise,
       hidden_inference_noise=hidden_inference_noise,
       kernel_initializer=tf.keras.initializers.Constant(kernel0),
-      num_draws=num_batches, seed=secret_seed(noise_seed),
-      name="dp_autoencoder")
+      num_draws=num_batches, forward_noise=forward_noise,
+      seed=secret_seed(noise_seed), name="dp_autoencoder")
   if backbone is not None:
     body = resnet18_body(backbone)
   else:

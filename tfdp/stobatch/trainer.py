@@ -46,10 +46,23 @@ import numpy as np
 import tensorflow as tf
 
 from tfdp import _validation
+from tfdp.privacy import mechanisms
 from tfdp.stobatch import losses as sb_losses
 from tfdp.stobatch import models as sb_models
 
 ATTACKS = ("ifgsm", "mim", "pgd")
+INPUT_NOISE = ("none", "gaussian", "laplace")
+
+
+def input_noise(x: tf.Tensor, kind: str, scale: float) -> tf.Tensor:
+  """`x` plus fresh noise of `kind` ("none", "gaussian", "laplace")."""
+  if kind == "none":
+    return x
+  if kind == "gaussian":
+    return x + mechanisms.gaussian_noise(tf.shape(x), l2_sensitivity=scale,
+                                         noise_multiplier=1.0, dtype=x.dtype)
+  return x + mechanisms.laplace_noise(tf.shape(x), l1_sensitivity=scale,
+                                      epsilon=1.0, dtype=x.dtype)
 
 
 class FixedBatches:
@@ -150,6 +163,13 @@ class TrainerConfig:
       entropy; a known seed voids the guarantee).
     min_curvature: The output loss's curvature floor c >= 0
       (`NoisyTaylorLoss`).
+    input_noise: Fresh noise added to every classifier input in training
+      (benign and adversarial; not to the reconstruction objective): "none",
+      "gaussian" (N(0, s^2)) or "laplace" (Lap(s)), s = `input_noise_scale`.
+      Per-example preprocessing: it keeps each example's term its own, and
+      trains the model for the noise it is certified with (randomized
+      smoothing or PixelDP at inference).
+    input_noise_scale: s > 0 when `input_noise` is not "none".
   """
   learning_rate: float = 1e-3
   alpha: float = 1.5
@@ -161,6 +181,8 @@ class TrainerConfig:
   seed: int = 0
   noise_seed: Optional[int] = None
   min_curvature: float = 0.1
+  input_noise: str = "none"
+  input_noise_scale: float = 0.0
 
   def __post_init__(self):
     _validation.check_positive("learning_rate", self.learning_rate)
@@ -176,6 +198,9 @@ class TrainerConfig:
                        f"and {self.clip_max}")
     _validation.check_non_negative_int("seed", self.seed)
     _validation.check_non_negative("min_curvature", self.min_curvature)
+    _validation.check_choice("input_noise", self.input_noise, INPUT_NOISE)
+    if self.input_noise != "none":
+      _validation.check_positive("input_noise_scale", self.input_noise_scale)
 
 
 def craft(name: str, model_fn, x, labels, size, steps: int, clip_min,
@@ -354,12 +379,14 @@ class StoBatchTrainer:
     with tf.GradientTape(persistent=True) as tape:
       rec = tf.reduce_mean(model.autoencoder.reconstruction_loss(
           x, training=True, draw=draw))
-      hb = model.hidden(x, training=True, draw=draw)
+      noised = lambda z: input_noise(z, config.input_noise,
+                                     config.input_noise_scale)
+      hb = model.hidden(noised(x), training=True, draw=draw)
       kernel, bias = model.head.kernel, model.head.bias
       metrics = {"reconstruction_loss": rec}
       metrics.update(_taylor_metrics("benign", model.head(hb), y, k))
       if adversarial:
-        ha = model.hidden(x_adv, training=True, draw=draw_adv)
+        ha = model.hidden(noised(x_adv), training=True, draw=draw_adv)
         metrics.update(_taylor_metrics("adversarial", model.head(ha), y_adv,
                                        k))
         # (L_benign + alpha L_adv) / (1 + alpha) as one weighted loss, so

@@ -39,7 +39,8 @@ INPUT_SIDE = flags.DEFINE_integer(
     "input_side", None,
     "Input side of the architecture (images are resized to it); default the "
     "architecture's (28 mnist / cifar10, 64 tinyimagenet). Smaller values "
-    "are for quick runs.", lower_bound=1)
+    "are for quick runs. StoBatch experiments on digits: 8.",
+    lower_bound=1)
 WEIGHTS_PATH = flags.DEFINE_string(
     "weights_path", None,
     "tinyimagenet: local weights file of a keras-cv ResNet-18 "
@@ -55,12 +56,15 @@ MODE = flags.DEFINE_enum(
     "mode", "train", ["train", "test"],
     "train: train (resuming from --checkpoint_dir), then evaluate; test: "
     "restore the latest checkpoint and evaluate (attacks, certification).")
-STEPS = flags.DEFINE_integer("steps", 500, "Total training steps.",
-                             lower_bound=0)
+STEPS = flags.DEFINE_integer(
+    "steps", 500, "Total training steps (StoBatch experiments on digits: 30).",
+    lower_bound=0)
 BATCH_SIZE = flags.DEFINE_integer(
     "batch_size", 128,
     "m: examples per fixed batch, one batch per replica per step (and one "
-    "more for adversarial examples); the noise scales use m.",
+    "more for adversarial examples); the noise scales use m. StoBatch "
+    "experiments on digits: the largest m with 2 batches per replica, "
+    "n // (2 N).",
     lower_bound=1)
 EPSILON_AE = flags.DEFINE_float("epsilon_ae", 1.0,
                                 "Budget of the DP auto-encoder (> 0).")
@@ -78,9 +82,10 @@ MIN_CURVATURE = flags.DEFINE_float(
     "min_curvature", 0.1,
     "Least eigenvalue the output loss's noisy quadratic coefficient is "
     "raised to (>= 0; keeps the noisy loss bounded below; no privacy cost).")
-ATTACK_STEPS = flags.DEFINE_integer("attack_steps", 10,
-                                    "Iterations of I-FGSM, MIM, PGD.",
-                                    lower_bound=1)
+ATTACK_STEPS = flags.DEFINE_integer(
+    "attack_steps", 10,
+    "Iterations of I-FGSM, MIM, PGD in training (StoBatch experiments on "
+    "digits: 3).", lower_bound=1)
 AUGMENTATION_MULTIPLICITY = flags.DEFINE_integer(
     "augmentation_multiplicity", 1,
     "Copies of each training example; anything but 1 is refused (it would "

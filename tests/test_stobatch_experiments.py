@@ -14,8 +14,9 @@ import tensorflow as tf
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NO_GPU = len(tf.config.list_physical_devices("GPU")) < 4
-# The CIFAR-10 architecture costs ~1 GFLOP per 28x28x3 example forward:
-# keep every count small (votes dominate the evaluation).
+# The CIFAR-10 architecture costs ~1 GFLOP per 28x28x3 example forward
+# (~40 MFLOP at digits' default 8x8): keep every count small (votes
+# dominate the evaluation).
 TINY = ["--dataset=digits", "--batch_size=6", "--attack_steps=1",
         "--eval_size=4", "--num_samples=6", "--kappas=0.05",
         "--eval_attacks=pgd", "--eval_attack_steps=1", "--noise_seed=0"]
@@ -59,3 +60,29 @@ def test_four_gpus_without_gpus_fails_clearly(tmp_path):
   assert "--gpus=4 asks for 4 replicas" in result.stderr
   assert "--allow_cpu_replicas" in result.stderr
   assert "Traceback" not in result.stderr
+
+
+def test_digits_defaults_apply_to_flags_not_given():
+  # pylint: disable=g-import-not-at-top
+  from absl import flags
+  from absl.testing import flagsaver
+  from experiments import stobatch_mnist
+  from flags import stobatch as sb_flags
+  # pylint: enable=g-import-not-at-top
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  setting = stobatch_mnist.setting
+  assert setting(sb_flags.STEPS, "digits") == 30
+  assert setting(sb_flags.INPUT_SIDE, "digits") == 8
+  assert setting(sb_flags.ATTACK_STEPS, "digits") == 3
+  # Other datasets keep the flags' own defaults.
+  assert setting(sb_flags.STEPS, "mnist") == 500
+  assert setting(sb_flags.INPUT_SIDE, "cifar10") is None
+  # 1,437 digits over 4 replicas: 8 fixed batches of 179.
+  assert stobatch_mnist.digits_batch_size(1437, 4) == 179
+  assert setting(sb_flags.BATCH_SIZE, "digits", 179) == 179
+  with flagsaver.flagsaver():
+    flags.FLAGS["steps"].parse("7")
+    flags.FLAGS["batch_size"].parse("6")
+    assert setting(sb_flags.STEPS, "digits") == 7
+    assert setting(sb_flags.BATCH_SIZE, "digits", 179) == 6

@@ -76,6 +76,15 @@ def test_adversarial_option_adds_the_noise_once():
                                          adversarial=adversarial))
 
 
+def test_gaussian_augmentation_option_adds_the_noise_once():
+  # The augmentation noise is on the inputs, which a zero-gradient loss
+  # ignores: the weight change is still the DP noise alone, added once.
+  x, y = _data()
+  augmentation = tfdp.robust.GaussianAugmentation(sigma=0.5)
+  noise_stats.assert_noise_std(_fit_step(_dense_model(), x, y,
+                                         augmentation=augmentation))
+
+
 def test_conv_model_adds_the_noise_once():
   # The conv rule's paths (ghost and explicit) end in the same noisy average.
   x, y = _data(shape=(8, 8, 3))

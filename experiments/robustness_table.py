@@ -73,7 +73,7 @@ def _pixeldp_run(method: str, run: Dict[str, Any]) -> Dict[str, Any]:
 def _smoothing_run(run: Dict[str, Any]) -> Dict[str, Any]:
   evaluation = run["evaluation"]
   return {
-      "method": "DP-SGD + smoothing",
+      "method": f"DP-SGD + smoothing, sigma {evaluation['sigma']:g}",
       "epsilon": f"{run['epsilon']:.3g} (delta {run['delta']:g})",
       "certificate": f"L-2, N(0, {evaluation['sigma']:g}^2), smoothing",
       "f accuracy": run["base_test_accuracy"],

@@ -128,6 +128,11 @@ EVAL_SIZE = flags.DEFINE_integer("eval_size", 500,
 NUM_SAMPLES = flags.DEFINE_integer("num_samples", 100,
                                    "Monte Carlo noise draws per example.",
                                    lower_bound=1)
+ATTACK_VOTES = flags.DEFINE_integer(
+    "attack_votes", None,
+    "Noise draws deciding the deployed prediction on each attacked input "
+    "(robust accuracy, the soundness check); default --num_samples, "
+    "StoBatch experiments on digits: 20.", lower_bound=1)
 CERT_ALPHA = flags.DEFINE_float(
     "cert_alpha", 0.05,
     "Certificates hold w.p. >= 1 - cert_alpha, cert_alpha in (0, 1).")

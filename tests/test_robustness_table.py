@@ -62,8 +62,8 @@ def test_table_puts_radii_on_one_scale(tmp_path):
   # no radius 0.2 was measured for it.
   assert rows[0] == ("| StoBatch | 2 (pure) | 0.94 | 0.93 | 0.9 | - | 0 | "
                      "0.92 | - | 0.87 | 470/0, -, 0/0 |")
-  assert rows[1] == ("| DP-SGD + smoothing | 1.99 (delta 1e-05) | 0.9 | "
-                     "0.91 | 0.87 | 0.8 | - | 0.88 | 0.85 | - | "
+  assert rows[1] == ("| DP-SGD + smoothing, sigma 0.25 | 1.99 (delta 1e-05) | "
+                     "0.9 | 0.91 | 0.87 | 0.8 | - | 0.88 | 0.85 | - | "
                      "450/0, 420/1, - |")
   assert "N(0, 0.5^2), smoothing" in text
   assert (out / "certified_accuracy.png").read_bytes()[:4] == b"\x89PNG"

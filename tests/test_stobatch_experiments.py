@@ -75,6 +75,8 @@ def test_digits_defaults_apply_to_flags_not_given():
   assert setting(sb_flags.STEPS, "digits") == 30
   assert setting(sb_flags.INPUT_SIDE, "digits") == 8
   assert setting(sb_flags.ATTACK_STEPS, "digits") == 3
+  assert setting(sb_flags.ATTACK_VOTES, "digits") == 20
+  assert setting(sb_flags.ATTACK_VOTES, "mnist") is None
   # Other datasets keep the flags' own defaults.
   assert setting(sb_flags.STEPS, "mnist") == 500
   assert setting(sb_flags.INPUT_SIDE, "cifar10") is None

@@ -231,3 +231,26 @@ def test_smoothing_certificate_is_cohens_radius_and_sound(trained):
   with pytest.raises(ValueError, match="norm"):
     evaluation.evaluate(trainer.model, x, y, kappas=[0.1], norm="inf",
                         certificate="smoothing")
+
+
+def test_attack_votes_set_the_draws_on_attacked_inputs_only():
+  """Rows voted: num_samples per clean input, attack_votes per attacked one."""
+  kernel = tf.constant(np.random.default_rng(0).normal(size=(4, 3)),
+                       tf.float32)
+  base = lambda x: tf.matmul(x, kernel)
+  rows = []
+
+  def noisy(x):
+    rows.append(int(x.shape[0]))
+    return base(x + tf.random.normal(tf.shape(x), stddev=0.1))
+
+  x = np.random.default_rng(1).uniform(-1, 1, (5, 4)).astype(np.float32)
+  y = np.argmax(base(x).numpy(), -1)
+  result = evaluation.evaluate_noisy_classifier(
+      base, noisy, lambda p1, p2: np.zeros_like(p1), x, y, num_classes=3,
+      kappas=[0.1, 0.2], attacks=("fgsm", "pgd"), attack_steps=2,
+      num_samples=30, alpha=0.05, norm="2", clip_min=-1.0, clip_max=1.0,
+      batch_size=5, vote_batch_size=1000, attack_votes=7)
+  # 5 clean inputs x 30 votes, then 2 attacks x 2 kappas x 5 inputs x 7.
+  assert sum(rows) == 5 * 30 + 2 * 2 * 5 * 7
+  assert result["num_samples"] == 30 and result["attack_votes"] == 7

@@ -152,7 +152,8 @@ def evaluate_noisy_classifier(
     x: np.ndarray, y: np.ndarray, *, num_classes: int,
     kappas: Sequence[float], attacks: Sequence[str], attack_steps: int,
     num_samples: int, alpha: float, norm: str, clip_min: float,
-    clip_max: float, batch_size: int, vote_batch_size: int
+    clip_max: float, batch_size: int, vote_batch_size: int,
+    attack_votes: Optional[int] = None
 ) -> Dict[str, Any]:
   """The evaluation shared by StoBatch and SecureSGD (inputs validated).
 
@@ -161,8 +162,8 @@ def evaluate_noisy_classifier(
     noisy: The deployed classifier, fresh noise at every call (votes).
     radius_fn: ``(p1, p2) -> radius`` of the mechanism's certificate.
     x, y, num_classes, kappas, attacks, attack_steps, num_samples, alpha,
-    norm, clip_min, clip_max, batch_size, vote_batch_size: As in
-      `evaluate`.
+    norm, clip_min, clip_max, batch_size, vote_batch_size, attack_votes: As
+      in `evaluate`.
 
   Returns:
     The dict of `evaluate` without ``noise_scale`` and ``sensitivity``.
@@ -185,7 +186,8 @@ def evaluate_noisy_classifier(
     fn = _attack_fn(attack, base, attack_steps, clip_min, clip_max, norm)
     for kappa, name in zip(kappas, key):
       x_adv = _attack(fn, x, y, kappa, batch_size)
-      _, adv_pred = _vote_predictions(noisy, x_adv, num_samples,
+      _, adv_pred = _vote_predictions(noisy, x_adv,
+                                      attack_votes or num_samples,
                                       num_classes, vote_batch_size)
       robust[attack][name] = float(np.mean(correct & (adv_pred == y)))
       if attack == "pgd":
@@ -204,6 +206,7 @@ def evaluate_noisy_classifier(
       "median_radius": float(np.median(radius)),
       "norm": norm,
       "num_samples": num_samples,
+      "attack_votes": attack_votes or num_samples,
       "alpha": float(alpha),
       "examples": int(len(x)),
   }
@@ -217,7 +220,8 @@ def evaluate(model: sb_models.StoBatchNet, x: Any, y: Any, *,
              norm: str = "inf", clip_min: float = -1.0,
              clip_max: float = 1.0, batch_size: int = 500,
              vote_batch_size: int = 500,
-             certificate: str = "pixeldp") -> Dict[str, Any]:
+             certificate: str = "pixeldp",
+             attack_votes: Optional[int] = None) -> Dict[str, Any]:
   """Conventional, robust and certified accuracy, and the soundness check.
 
   Two certificates: "pixeldp" (the paper's: Laplace noise of scale b on the
@@ -235,7 +239,8 @@ def evaluate(model: sb_models.StoBatchNet, x: Any, y: Any, *,
     attacks: Subset of ("fgsm", "ifgsm", "mim", "pgd"); "pgd" is needed for
       the soundness check.
     attack_steps: Iterations of the iterative attacks.
-    num_samples: Monte Carlo noise draws per example.
+    num_samples: Monte Carlo noise draws per example (the clean votes:
+      conventional accuracy and the certificate).
     alpha: The certificate holds with probability >= 1 - alpha per example.
     noise_scale: The inference noise's scale b (Laplace scale, or the
       Gaussian's standard deviation); default the model's training
@@ -246,6 +251,10 @@ def evaluate(model: sb_models.StoBatchNet, x: Any, y: Any, *,
     batch_size: Examples attacked at once.
     vote_batch_size: Rows per forward pass when voting.
     certificate: "pixeldp" or "smoothing" (L2 only).
+    attack_votes: Noise draws that decide the deployed prediction on each
+      attacked input (robust accuracy, the soundness check's flips); default
+      `num_samples`. These votes (attacks x kappas of them) dominate the
+      cost; fewer only make the majority noisier, never the certificate.
 
   Returns:
     A JSON-ready dict: ``conventional_accuracy``, ``base_accuracy`` (f,
@@ -260,6 +269,8 @@ def evaluate(model: sb_models.StoBatchNet, x: Any, y: Any, *,
   """
   x, y, kappas = check_inputs(x, y, kappas, attacks, attack_steps,
                               num_samples, norm)
+  if attack_votes is not None:
+    _validation.check_positive_int("attack_votes", attack_votes)
   _validation.check_choice("certificate", certificate, CERTIFICATES)
   if certificate == "smoothing" and norm != "2":
     raise ValueError(f"certificate='smoothing' certifies L2 radii: norm must "
@@ -279,7 +290,8 @@ def evaluate(model: sb_models.StoBatchNet, x: Any, y: Any, *,
       kappas=kappas, attacks=attacks,
       attack_steps=attack_steps, num_samples=num_samples, alpha=alpha,
       norm=norm, clip_min=clip_min, clip_max=clip_max,
-      batch_size=batch_size, vote_batch_size=vote_batch_size)
+      batch_size=batch_size, vote_batch_size=vote_batch_size,
+      attack_votes=attack_votes)
   return dict(result, noise_scale=float(scale),
               sensitivity=float(sensitivity), certificate=certificate)
 

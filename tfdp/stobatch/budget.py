@@ -62,8 +62,8 @@ ASSUMPTIONS: Tuple[str, ...] = (
     "the training set is shuffled once into fixed, disjoint batches of size m "
     "(each example is in exactly one batch; examples for adversarial crafting "
     "come from those batches too)",
-    "everything else (adversarial examples, the other layers, batch norms on "
-    "noised representations, the optimizer) only post-processes the noised "
+    "everything else (adversarial examples, the other layers, the "
+    "per-example GroupNorms, the optimizer) only post-processes the noised "
     "quantities",
     "the last hidden layer is clipped to [-1, 1] (Delta3 = 2 x its width)",
     "inputs are bounded as Delta2 assumes (pixels in [-1, 1] in the "

@@ -28,6 +28,7 @@ if "tensorflow" not in sys.modules:
 from tfdp import callbacks  # pylint: disable=g-import-not-at-top
 from tfdp import clipping
 from tfdp import data
+from tfdp import gan
 from tfdp import layers
 from tfdp import models
 from tfdp import optimizers
@@ -38,5 +39,5 @@ from tfdp.private import make_private
 
 __version__ = "0.1.0"
 
-__all__ = ["callbacks", "clipping", "data", "layers", "models", "optimizers",
-           "privacy", "robust", "stobatch", "make_private"]
+__all__ = ["callbacks", "clipping", "data", "gan", "layers", "models",
+           "optimizers", "privacy", "robust", "stobatch", "make_private"]

@@ -120,3 +120,21 @@ def plot_curves(curves: Mapping[str, Mapping[float, float]], path: str, *,
   figure.tight_layout()
   figure.savefig(path, dpi=120)
   plt.close(figure)
+
+
+def save_image(array, path: str, *, scale: int = 1) -> None:
+  """Writes an image array [H, W, C] with values in [0, 1] as a PNG.
+
+  One channel is written in grey; `scale` repeats each pixel (small digits).
+  """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  image = np.clip(np.asarray(array, np.float32), 0, 1)
+  image = image.repeat(scale, axis=0).repeat(scale, axis=1)
+  if image.shape[-1] == 1:
+    plt.imsave(path, image[..., 0], cmap="gray", vmin=0, vmax=1)
+  else:
+    plt.imsave(path, image)

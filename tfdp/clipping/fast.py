@@ -12,7 +12,7 @@ and explicit per-example gradients (mixed ghost clipping, Bu et al. 2022).
 """
 
 import contextlib
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Mapping, Optional
 
 from absl import logging
 import tensorflow as tf
@@ -120,6 +120,53 @@ def _tapping(layers) -> Iterator[List[registry.Tap]]:
       object.__delattr__(layer, "call")
 
 
+def _layer_gradients(model: tf.keras.Model, x, y,
+                     loss_fn: engine.PerExampleLossFn,
+                     sample_weight: Optional[tf.Tensor], training: bool):
+  """One tapped forward and backward pass.
+
+  Returns:
+    (the tapped layers' `registry.LayerGradients`, in `taps` order; the taps'
+    layers; the per-example losses; the predictions).
+  """
+  layers = tapped_layers(model)
+  with _tapping(layers) as taps:
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+      tape.watch(model.trainable_variables)
+      predictions = model(x, training=training)
+      losses = engine.as_per_example_losses(loss_fn(y, predictions))
+      if sample_weight is not None:
+        losses = losses * tf.cast(sample_weight, losses.dtype)
+      total_loss = tf.reduce_sum(losses)
+  _check_single_calls(taps)
+  output_gradients = tape.gradient(
+      total_loss, [tap.watched for tap in taps],
+      unconnected_gradients=tf.UnconnectedGradients.ZERO)
+  per_layer = [tap.rule.gradients(tap, delta)
+               for tap, delta in zip(taps, output_gradients)]
+  return per_layer, [tap.layer for tap in taps], losses, predictions
+
+
+def _squared_norm_sum(per_layer, losses: tf.Tensor) -> tf.Tensor:
+  return tf.add_n([tf.cast(p.squared_norms, tf.float32) for p in per_layer] +
+                  [tf.zeros_like(losses, tf.float32)])
+
+
+def _weighted_sums(model: tf.keras.Model, per_layer,
+                   factors: List[tf.Tensor]) -> List[tf.Tensor]:
+  """sum_i factors[l]_i g_i per variable, in `model.trainable_variables` order.
+
+  `factors[l]` ([B]) weighs the examples in the l-th layer's gradients.
+  """
+  by_variable: Dict[object, tf.Tensor] = {}
+  for layer_gradients, layer_factors in zip(per_layer, factors):
+    for variable, gradient in zip(layer_gradients.variables,
+                                  layer_gradients.weighted_sum(layer_factors)):
+      by_variable[variable.ref()] = gradient
+  return [by_variable.get(v.ref(), tf.zeros_like(v))
+          for v in model.trainable_variables]
+
+
 def clipped_gradients(model: tf.keras.Model,
                       x,
                       y,
@@ -152,36 +199,90 @@ def clipped_gradients(model: tf.keras.Model,
       than once per forward pass.
   """
   _validation.check_positive("l2_norm_clip", l2_norm_clip)
-  layers = tapped_layers(model)
-  with _tapping(layers) as taps:
-    with tf.GradientTape(watch_accessed_variables=False) as tape:
-      tape.watch(model.trainable_variables)
-      predictions = model(x, training=training)
-      losses = engine.as_per_example_losses(loss_fn(y, predictions))
-      if sample_weight is not None:
-        losses = losses * tf.cast(sample_weight, losses.dtype)
-      total_loss = tf.reduce_sum(losses)
-  _check_single_calls(taps)
-  output_gradients = tape.gradient(
-      total_loss, [tap.watched for tap in taps],
-      unconnected_gradients=tf.UnconnectedGradients.ZERO)
-  per_layer = [tap.rule.gradients(tap, delta)
-               for tap, delta in zip(taps, output_gradients)]
-
-  squared_norms = tf.add_n([tf.cast(p.squared_norms, tf.float32)
-                            for p in per_layer] +
-                           [tf.zeros_like(losses, tf.float32)])
-  norms = tf.sqrt(squared_norms)
+  per_layer, _, losses, predictions = _layer_gradients(
+      model, x, y, loss_fn, sample_weight, training)
+  norms = tf.sqrt(_squared_norm_sum(per_layer, losses))
   factors = engine.clip_factors(norms, l2_norm_clip)
-  by_variable: Dict[object, tf.Tensor] = {}
-  for layer_gradients in per_layer:
-    for variable, gradient in zip(layer_gradients.variables,
-                                  layer_gradients.weighted_sum(factors)):
-      by_variable[variable.ref()] = gradient
-  gradient_sum = [by_variable.get(v.ref(), tf.zeros_like(v))
-                  for v in model.trainable_variables]
+  gradient_sum = _weighted_sums(model, per_layer, [factors] * len(per_layer))
   result = engine.ClippedGradients(gradient_sum, norms, losses)
   return (result, predictions) if return_predictions else result
+
+
+def per_layer_norms(model: tf.keras.Model, x, y,
+                    loss_fn: engine.PerExampleLossFn,
+                    training: bool = True) -> Dict[str, tf.Tensor]:
+  """Each tapped layer's per-example gradient norms ||g_i^(l)||, [B] each.
+
+  Keyed by layer name (the layers of `tapped_layers(model)`); used to set
+  per-layer clipping bounds from data that is not private (or already
+  released privately).
+  """
+  per_layer, layers, losses, _ = _layer_gradients(model, x, y, loss_fn, None,
+                                                  training)
+  del losses
+  return {layer.name: tf.sqrt(tf.cast(p.squared_norms, tf.float32))
+          for layer, p in zip(layers, per_layer)}
+
+
+def per_layer_clipped_gradients(model: tf.keras.Model,
+                                x,
+                                y,
+                                loss_fn: engine.PerExampleLossFn,
+                                layer_clips: Mapping[str, tf.Tensor],
+                                training: bool = True
+                                ) -> engine.ClippedGradients:
+  """S = sum_i clip per layer: each layer's part of g_i clipped on its own.
+
+  With ``g_i^(l)`` example i's gradient for the weights of layer l and
+  ``C_l = layer_clips[l]``,
+
+      S^(l) = sum_i min(1, C_l / ||g_i^(l)||) g_i^(l).
+
+  Changing one example moves each ``S^(l)`` by at most ``C_l``, so S has L2
+  sensitivity ``sqrt(sum_l C_l^2)``: the noise of the Gaussian mechanism on
+  S must be calibrated to that (`per_layer_sensitivity`).
+
+  Args:
+    model: as for `clipped_gradients`.
+    x: a batch of inputs.
+    y: the matching targets.
+    loss_fn: maps (y_true, y_pred) to per-example losses, shape [B].
+    layer_clips: C_l > 0 for the name of every layer of `tapped_layers`
+      (floats or scalar tensors).
+    training: passed to the model's call.
+
+  Returns:
+    `ClippedGradients`; `norms` are the unclipped norms over all layers.
+
+  Raises:
+    ValueError: if `layer_clips` misses a tapped layer or names another.
+  """
+  per_layer, layers, losses, _ = _layer_gradients(model, x, y, loss_fn, None,
+                                                  training)
+  names = [layer.name for layer in layers]
+  _check_layer_clips(layer_clips, names)
+  factors = [engine.clip_factors(tf.sqrt(tf.cast(p.squared_norms, tf.float32)),
+                                 layer_clips[name])
+             for name, p in zip(names, per_layer)]
+  gradient_sum = _weighted_sums(model, per_layer, factors)
+  norms = tf.sqrt(_squared_norm_sum(per_layer, losses))
+  return engine.ClippedGradients(gradient_sum, norms, losses)
+
+
+def per_layer_sensitivity(layer_clips: Mapping[str, tf.Tensor]) -> tf.Tensor:
+  """sqrt(sum_l C_l^2): the L2 sensitivity of a per-layer clipped sum."""
+  return tf.sqrt(tf.add_n([tf.square(tf.cast(c, tf.float32))
+                           for c in layer_clips.values()]))
+
+
+def _check_layer_clips(layer_clips: Mapping[str, tf.Tensor],
+                       names: List[str]) -> None:
+  missing = sorted(set(names) - set(layer_clips))
+  extra = sorted(set(layer_clips) - set(names))
+  if missing or extra:
+    raise ValueError(
+        f"layer_clips must give a clip bound for exactly the tapped layers "
+        f"{names}; missing {missing}, unknown {extra}")
 
 
 def _check_single_calls(taps: List[registry.Tap]) -> None:

@@ -36,7 +36,7 @@ Example:
 """
 
 import dataclasses
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 import numpy as np
 from scipy import stats
@@ -87,8 +87,12 @@ def success_rate(score_fn: Callable[[np.ndarray], Any], members: Any,
 
   Args:
     score_fn: Maps images [B, ...] to one score per image [B] (or [B, 1]),
-      e.g. a discriminator's logit of "real".
-    members: The discriminator's training images [M, ...]; each repeat draws
+      e.g. a discriminator's logit of "real". Where `members` and
+      `non_members` are tuples (images, labels), it is called with the
+      matching slices of each, ``score_fn(images, labels)`` (a conditional
+      discriminator).
+    members: The discriminator's training images [M, ...], or a tuple of
+      arrays of M rows each (images, labels); each repeat draws
       ``round(member_fraction * num_candidates)`` of them without
       replacement.
     non_members: Images of the same distribution it never saw [N, ...].
@@ -126,29 +130,30 @@ def success_rate(score_fn: Callable[[np.ndarray], Any], members: Any,
   if top_k > num_candidates:
     raise ValueError(f"top_k must be <= num_candidates ({num_candidates}), "
                      f"got {top_k}")
-  members = np.asarray(members)
-  non_members = np.asarray(non_members)
-  if len(members) < num_members:
+  members = _as_arrays(members)
+  non_members = _as_arrays(non_members)
+  if _length(members) < num_members:
     raise ValueError(f"members must hold at least {num_members} images "
                      f"(member_fraction * num_candidates), got "
-                     f"{len(members)}")
-  if len(non_members) < num_candidates - num_members:
+                     f"{_length(members)}")
+  if _length(non_members) < num_candidates - num_members:
     raise ValueError(f"non_members must hold at least "
                      f"{num_candidates - num_members} images, got "
-                     f"{len(non_members)}")
-  if members.shape[1:] != non_members.shape[1:]:
+                     f"{_length(non_members)}")
+  member_shapes = [a.shape[1:] for a in members]
+  non_member_shapes = [a.shape[1:] for a in non_members]
+  if member_shapes != non_member_shapes:
     raise ValueError(f"members and non_members must have the same image "
-                     f"shape, got {members.shape[1:]} and "
-                     f"{non_members.shape[1:]}")
+                     f"shape, got {member_shapes} and {non_member_shapes}")
 
   member_scores = _scores(score_fn, members, batch_size)
   non_member_scores = _scores(score_fn, non_members, batch_size)
   rng = np.random.default_rng(seed)
   counts = []
   for _ in range(repeats):
-    chosen_members = rng.choice(len(members), num_members, replace=False)
-    chosen_others = rng.choice(len(non_members), num_candidates - num_members,
-                               replace=False)
+    chosen_members = rng.choice(_length(members), num_members, replace=False)
+    chosen_others = rng.choice(_length(non_members),
+                               num_candidates - num_members, replace=False)
     scores = np.concatenate([member_scores[chosen_members],
                              non_member_scores[chosen_others]])
     is_member = np.arange(num_candidates) < num_members
@@ -163,15 +168,30 @@ def success_rate(score_fn: Callable[[np.ndarray], Any], members: Any,
       chance_std=float(chance_std / top_k / np.sqrt(repeats)))
 
 
-def _scores(score_fn, images: np.ndarray, batch_size: int) -> np.ndarray:
+def _as_arrays(value: Any) -> Tuple[np.ndarray, ...]:
+  """Images, or a tuple such as (images, labels), as a tuple of arrays."""
+  parts = tuple(value) if isinstance(value, tuple) else (value,)
+  arrays = tuple(np.asarray(part) for part in parts)
+  if len({len(a) for a in arrays}) != 1:
+    raise ValueError(f"the arrays of a (images, labels) tuple must have the "
+                     f"same length, got {[len(a) for a in arrays]}")
+  return arrays
+
+
+def _length(arrays: Tuple[np.ndarray, ...]) -> int:
+  return len(arrays[0])
+
+
+def _scores(score_fn, arrays: Tuple[np.ndarray, ...],
+            batch_size: int) -> np.ndarray:
   parts = []
-  for start in range(0, len(images), batch_size):
-    batch = images[start:start + batch_size]
-    score = np.asarray(score_fn(batch), np.float64)
-    if score.shape not in ((len(batch),), (len(batch), 1)):
+  for start in range(0, _length(arrays), batch_size):
+    batch = [a[start:start + batch_size] for a in arrays]
+    size = len(batch[0])
+    score = np.asarray(score_fn(*batch), np.float64)
+    if score.shape not in ((size,), (size, 1)):
       raise ValueError(f"score_fn must return one score per image, shape "
-                       f"[{len(batch)}] or [{len(batch)}, 1], got "
-                       f"{score.shape}")
+                       f"[{size}] or [{size}, 1], got {score.shape}")
     parts.append(score.reshape(-1))
   scores = np.concatenate(parts)
   if not np.all(np.isfinite(scores)):

@@ -67,6 +67,7 @@ class PrivacyAccountant(tf.Module):
                batch_size: Optional[int] = None,
                dataset_size: Optional[int] = None,
                accountant: str = accounting.PLD,
+               release_noise_multiplier: Optional[float] = None,
                name: Optional[str] = None):
     """Creates an accountant with no step taken.
 
@@ -79,6 +80,10 @@ class PrivacyAccountant(tf.Module):
       batch_size: the (expected) batch size, in [1, dataset_size], and
       dataset_size: the number of private examples, >= 1.
       accountant: ``PLD`` or ``RDP`` (fixed-size sampling always uses RDP).
+      release_noise_multiplier: None, or the noise multiplier of one
+        Gaussian release on the whole dataset that every report composes
+        with the steps (e.g. a DP-GAN's mean samples); see
+        `accounting.compute_epsilon`.
       name: The module name.
 
     Raises:
@@ -87,7 +92,8 @@ class PrivacyAccountant(tf.Module):
     super().__init__(name=name)
     self._sampling = accounting._check_arguments(
         sampling, sampling_probability, batch_size, dataset_size,
-        noise_multiplier=noise_multiplier, delta=delta, accountant=accountant)
+        noise_multiplier=noise_multiplier, delta=delta, accountant=accountant,
+        release_noise_multiplier=release_noise_multiplier)
     self._config = {
         "noise_multiplier": float(noise_multiplier),
         "delta": float(delta),
@@ -96,6 +102,7 @@ class PrivacyAccountant(tf.Module):
         "batch_size": batch_size,
         "dataset_size": dataset_size,
         "accountant": accountant,
+        "release_noise_multiplier": release_noise_multiplier,
         "name": self.name,
     }
     with self.name_scope:
@@ -251,4 +258,4 @@ class PrivacyAccountant(tf.Module):
   def _spent_at(self, steps: int) -> accounting.PrivacySpent:
     return accounting._privacy_spent(
         self.noise_multiplier, steps, self.delta, self._sampling,
-        self._config["accountant"])
+        self._config["accountant"], self._config["release_noise_multiplier"])

@@ -100,6 +100,11 @@ def _check_noise_multiplier(name: str, value) -> float:
   return value
 
 
+def _check_optional_noise_multiplier(name: str, value) -> Optional[float]:
+  """None, or a noise multiplier `_check_noise_multiplier` accepts."""
+  return None if value is None else _check_noise_multiplier(name, value)
+
+
 def _check_steps(name: str, value) -> int:
   """`value` if it is an integer in [0, MAX_STEPS]."""
   value = _validation.check_non_negative_int(name, value)
@@ -112,6 +117,7 @@ def _check_steps(name: str, value) -> int:
 # The check for each scalar argument a public entry point may take.
 _SCALAR_CHECKS = {
     "noise_multiplier": _check_noise_multiplier,
+    "release_noise_multiplier": _check_optional_noise_multiplier,
     "steps": _check_steps,
     "delta": _validation.check_open_unit_interval,
     "target_epsilon": _validation.check_positive,
@@ -168,6 +174,8 @@ class PrivacySpent:
     steps: The number of DP-SGD steps accounted for.
     sampling_probability: ``q``, the (expected) batch size over the dataset
       size.
+    release_noise_multiplier: The noise multiplier of the one Gaussian
+      release on the whole dataset composed with the steps, or None.
   """
   epsilon: float
   delta: float
@@ -176,13 +184,17 @@ class PrivacySpent:
   noise_multiplier: float
   steps: int
   sampling_probability: float
+  release_noise_multiplier: Optional[float] = None
 
   def __str__(self) -> str:
+    release = ("" if self.release_noise_multiplier is None else
+               ", plus one Gaussian release at noise multiplier "
+               f"{self.release_noise_multiplier:.3g}")
     return (f"epsilon={self.epsilon:.3g} at delta={self.delta:g} after "
             f"{self.steps} steps ({self.accountant.upper()} accountant, "
             f"{_SAMPLING_NAMES[self.sampling]} sampling "
             f"q={self.sampling_probability:.3g}, noise multiplier "
-            f"{self.noise_multiplier:.3g})")
+            f"{self.noise_multiplier:.3g}{release})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -415,6 +427,38 @@ def _rdp_epsilon(event: dp_accounting.DpEvent, delta: float,
   return float(dp_accountant.get_epsilon(delta))
 
 
+def _default_pld_refusal(noise_multiplier: float, steps: int,
+                         sampling: _Sampling) -> Tuple[Optional[str], float]:
+  """Why dp_accounting's PLD with its defaults is refused here, if it is.
+
+  See `_guarded_pld_epsilon`.
+
+  Returns:
+    The reason (None where the defaults fit) and the estimated composed width
+    ``wT`` (infinite where no coarse grid fits one step).
+  """
+  q = sampling.probability
+  step_width = _step_loss_width(noise_multiplier, q)
+  points = _step_points(noise_multiplier, q, _PLD_INTERVAL)
+  if step_width / _MAX_COARSE_STEP_POINTS <= _MAX_INTERVAL:
+    composed_width = _ESTIMATE_MARGIN * _composed_loss_width(
+        noise_multiplier, q, steps)
+  else:  # No PLD grid fits: an interval > 100 already for one step.
+    composed_width = math.inf
+  composed_points = composed_width / _PLD_INTERVAL
+  sparse_bits = max(steps * math.log2(n) if n <= _MAX_SPARSE_POINTS else 0
+                    for n in points)
+  if sparse_bits > _MAX_SPARSE_BITS:
+    return (f"would compute an integer n^T of {sparse_bits:.3g} bits (over "
+            "2^23) for its sparse composition"), composed_width
+  if (max(points) > _MAX_DEFAULT_STEP_POINTS or
+      composed_points > _MAX_DEFAULT_COMPOSED_POINTS):
+    return (f"would need privacy-loss grids of {max(points):.3g} points for "
+            f"one step and ~{composed_points:.3g} composed (over 2^19 and "
+            "2^24)"), composed_width
+  return None, composed_width
+
+
 def _guarded_pld_epsilon(noise_multiplier: float, steps: int, delta: float,
                          sampling: _Sampling) -> Tuple[float, str]:
   """Poisson epsilon from the PLD accountant, in bounded time and memory.
@@ -442,24 +486,9 @@ def _guarded_pld_epsilon(noise_multiplier: float, steps: int, delta: float,
   q = sampling.probability
   event = _event(noise_multiplier, steps, sampling)
   step_width = _step_loss_width(noise_multiplier, q)
-  points = _step_points(noise_multiplier, q, _PLD_INTERVAL)
-  if step_width / _MAX_COARSE_STEP_POINTS <= _MAX_INTERVAL:
-    composed_width = _ESTIMATE_MARGIN * _composed_loss_width(
-        noise_multiplier, q, steps)
-  else:  # No PLD grid fits: an interval > 100 already for one step.
-    composed_width = math.inf
-  composed_points = composed_width / _PLD_INTERVAL
-  sparse_bits = max(steps * math.log2(n) if n <= _MAX_SPARSE_POINTS else 0
-                    for n in points)
-  if sparse_bits > _MAX_SPARSE_BITS:
-    why = (f"would compute an integer n^T of {sparse_bits:.3g} bits (over "
-           "2^23) for its sparse composition")
-  elif (max(points) > _MAX_DEFAULT_STEP_POINTS or
-        composed_points > _MAX_DEFAULT_COMPOSED_POINTS):
-    why = (f"would need privacy-loss grids of {max(points):.3g} points for "
-           f"one step and ~{composed_points:.3g} composed (over 2^19 and "
-           "2^24)")
-  else:
+  why, composed_width = _default_pld_refusal(noise_multiplier, steps,
+                                             sampling)
+  if why is None:
     try:
       return _pld_epsilon(event, delta), PLD
     except ValueError as error:
@@ -506,18 +535,51 @@ def _guarded_pld_epsilon(noise_multiplier: float, steps: int, delta: float,
   return min(pld_epsilon, rdp_epsilon), used
 
 
+def _epsilon_with_release(noise_multiplier: float, steps: int, delta: float,
+                          sampling: _Sampling, accountant: str,
+                          release_noise_multiplier: float) -> Tuple[float, str]:
+  """Epsilon of the steps composed with one Gaussian release.
+
+  The event is ``Composed([steps' event, Gaussian(release)])``. PLD (with
+  dp_accounting's defaults) where the steps alone fit them
+  (`_default_pld_refusal`), else RDP, which composes any two events exactly
+  by adding their RDP curves (looser than PLD's epsilon, still an upper
+  bound).
+  """
+  if release_noise_multiplier == 0 or (steps and noise_multiplier == 0):
+    return math.inf, accountant
+  events = [dp_accounting.GaussianDpEvent(release_noise_multiplier)]
+  if steps:
+    events.insert(0, _event(noise_multiplier, steps, sampling))
+  event = dp_accounting.ComposedDpEvent(events)
+  if accountant == PLD and (
+      not steps or
+      _default_pld_refusal(noise_multiplier, steps, sampling)[0] is None):
+    try:
+      return _pld_epsilon(event, delta), PLD
+    except ValueError:
+      pass
+  return _rdp_epsilon(event, delta, sampling), RDP
+
+
 @functools.lru_cache(maxsize=4096)
 def _epsilon(noise_multiplier: float, steps: int, delta: float,
-             sampling: _Sampling, accountant: str) -> Tuple[float, str]:
+             sampling: _Sampling, accountant: str,
+             release_noise_multiplier: Optional[float] = None
+             ) -> Tuple[float, str]:
   """Epsilon at `delta` after `steps` steps, from dp_accounting (cached).
 
   No step releases nothing (epsilon 0); steps without noise release the
   exact clipped sums (epsilon infinite). PLD is guarded
-  (`_guarded_pld_epsilon`).
+  (`_guarded_pld_epsilon`). With `release_noise_multiplier`, the steps are
+  composed with that one Gaussian release (`_epsilon_with_release`).
 
   Returns:
     The epsilon and the accountant that produced it, ``PLD`` or ``RDP``.
   """
+  if release_noise_multiplier is not None:
+    return _epsilon_with_release(noise_multiplier, steps, delta, sampling,
+                                 accountant, release_noise_multiplier)
   if steps == 0:
     return 0.0, accountant
   if noise_multiplier == 0:
@@ -529,12 +591,16 @@ def _epsilon(noise_multiplier: float, steps: int, delta: float,
 
 
 def _privacy_spent(noise_multiplier: float, steps: int, delta: float,
-                   sampling: _Sampling, accountant: str) -> PrivacySpent:
+                   sampling: _Sampling, accountant: str,
+                   release_noise_multiplier: Optional[float] = None
+                   ) -> PrivacySpent:
   """`PrivacySpent` for validated arguments (`steps` checked here)."""
   _check_steps("steps", steps)
+  release = (None if release_noise_multiplier is None else
+             float(release_noise_multiplier))
   epsilon, accountant = _epsilon(
       float(noise_multiplier), steps, float(delta), sampling,
-      _accountant_used(accountant, sampling))
+      _accountant_used(accountant, sampling), release)
   return PrivacySpent(
       epsilon=epsilon,
       delta=float(delta),
@@ -542,7 +608,8 @@ def _privacy_spent(noise_multiplier: float, steps: int, delta: float,
       sampling=sampling.sampling,
       noise_multiplier=float(noise_multiplier),
       steps=steps,
-      sampling_probability=sampling.probability)
+      sampling_probability=sampling.probability,
+      release_noise_multiplier=release)
 
 
 def dpsgd_event(noise_multiplier: float,
@@ -596,7 +663,9 @@ def compute_epsilon(noise_multiplier: float,
                     sampling_probability: Optional[float] = None,
                     batch_size: Optional[int] = None,
                     dataset_size: Optional[int] = None,
-                    accountant: str = PLD) -> PrivacySpent:
+                    accountant: str = PLD,
+                    release_noise_multiplier: Optional[float] = None
+                    ) -> PrivacySpent:
   """The epsilon at `delta` spent by `steps` DP-SGD steps.
 
   The event is `dpsgd_event`'s; the epsilon is dp_accounting's PLD accountant
@@ -618,6 +687,12 @@ def compute_epsilon(noise_multiplier: float,
     batch_size: the (expected) batch size, in [1, dataset_size], and
     dataset_size: the number of private examples, >= 1.
     accountant: ``PLD`` (tighter) or ``RDP``.
+    release_noise_multiplier: None, or the noise multiplier z of one more
+      Gaussian mechanism on the whole private dataset (noise standard
+      deviation over its L2 sensitivity under the sampler's neighbouring
+      relation), composed with the steps: e.g. a DP-GAN's mean samples
+      (`tfdp.gan.mean_samples`; k releases at z compose to one at
+      z / sqrt(k)). 0 or >= 1e-100.
 
   Returns:
     A `PrivacySpent`.
@@ -628,8 +703,10 @@ def compute_epsilon(noise_multiplier: float,
   sampling = _check_arguments(
       sampling, sampling_probability, batch_size, dataset_size,
       noise_multiplier=noise_multiplier, steps=steps, delta=delta,
-      accountant=accountant)
-  return _privacy_spent(noise_multiplier, steps, delta, sampling, accountant)
+      accountant=accountant,
+      release_noise_multiplier=release_noise_multiplier)
+  return _privacy_spent(noise_multiplier, steps, delta, sampling, accountant,
+                        release_noise_multiplier)
 
 
 def calibrate_noise_multiplier(target_epsilon: float,
@@ -642,7 +719,9 @@ def calibrate_noise_multiplier(target_epsilon: float,
                                dataset_size: Optional[int] = None,
                                accountant: str = PLD,
                                tolerance: float = 0.01,
-                               max_noise_multiplier: float = 1000.0) -> float:
+                               max_noise_multiplier: float = 1000.0,
+                               release_noise_multiplier: Optional[float] = None
+                               ) -> float:
   """The noise multiplier that spends (about) `target_epsilon` in `steps`.
 
   epsilon(sigma) (as `compute_epsilon` gives it, guarded: see the module
@@ -671,6 +750,13 @@ def calibrate_noise_multiplier(target_epsilon: float,
     accountant: ``PLD`` or ``RDP`` (fixed-size sampling always uses RDP).
     tolerance: The relative slack allowed below `target_epsilon`, in (0, 1).
     max_noise_multiplier: The largest sigma considered, > 0.
+    release_noise_multiplier: None, or the noise multiplier z of one more
+      Gaussian mechanism on the whole private dataset (noise standard
+      deviation over its L2 sensitivity under the sampler's neighbouring
+      relation), composed with the steps, whose cost the steps' sigma is calibrated
+      around: e.g. a DP-GAN's mean samples
+      (`tfdp.gan.mean_samples`; k releases at z compose to one at
+      z / sqrt(k)). 0 or >= 1e-100.
 
   Returns:
     sigma with ``target_epsilon (1 - tolerance) <= epsilon(sigma) <=
@@ -687,12 +773,23 @@ def calibrate_noise_multiplier(target_epsilon: float,
       sampling, sampling_probability, batch_size, dataset_size,
       target_epsilon=target_epsilon, delta=delta, steps=steps,
       accountant=accountant, tolerance=tolerance,
-      max_noise_multiplier=max_noise_multiplier)
+      max_noise_multiplier=max_noise_multiplier,
+      release_noise_multiplier=release_noise_multiplier)
+  if release_noise_multiplier is not None:
+    release_epsilon = _privacy_spent(0.0, 0, delta, sampling, accountant,
+                                     release_noise_multiplier).epsilon
+    if release_epsilon >= target_epsilon:
+      raise ValueError(
+          f"release_noise_multiplier={release_noise_multiplier:g} alone "
+          f"spends epsilon={release_epsilon:.3g} at delta={delta}, not below "
+          f"target_epsilon={target_epsilon}: no noise on the steps can meet "
+          "the target. Add noise to the release (or release less).")
   if steps == 0:
     return 0.0
 
   def epsilon(sigma: float) -> float:
-    return _privacy_spent(sigma, steps, delta, sampling, accountant).epsilon
+    return _privacy_spent(sigma, steps, delta, sampling, accountant,
+                          release_noise_multiplier).epsilon
 
   lo = hi = min(1.0, max_noise_multiplier)
   while epsilon(hi) > target_epsilon:

@@ -1,0 +1,16 @@
+#!/bin/bash
+# The runs of docs/dp_gan.md's tables (about 40 min on 2 CPU cores).
+# Usage: bash docs/results/dp_gan/run_all.sh [OUT]   (default docs/results/dp_gan)
+set -euo pipefail
+OUT=${1:-docs/results/dp_gan}
+MNIST="--dataset=mnist --npz=../shared/data/mnist_test.npz"
+run() { name=$1; shift; python -m experiments.dp_gan "$@" --output_dir=/tmp/dp_gan_runs --results_dir="$OUT/$name" > "$OUT/$name.log" 2>&1; }
+run mnist_eps10 $MNIST --target_epsilon=10 &
+run mnist_eps1 $MNIST --target_epsilon=1 &
+wait
+run mnist_nonprivate $MNIST --mode=none --no_dp_guarantee &
+run digits_eps10 --target_epsilon=10 &
+wait
+run digits_eps1 --target_epsilon=1 &
+run digits_nonprivate --mode=none --no_dp_guarantee &
+wait

@@ -2,6 +2,7 @@
 
 import datetime
 import glob
+import itertools
 import json
 import os
 from typing import Dict, List, Mapping, Sequence
@@ -19,7 +20,8 @@ def run_directory(output_dir: str, experiment: str,
   """
   parent = os.path.join(output_dir, experiment)
   if resume:
-    runs = sorted(glob.glob(os.path.join(parent, "*", "")))
+    runs = sorted(run.rstrip(os.sep)
+                  for run in glob.glob(os.path.join(parent, "*", "")))
     if not runs:
       raise app.UsageError(f"--resume: no run of {experiment} in {parent}")
     path = runs[-1].rstrip(os.sep)
@@ -29,9 +31,17 @@ def run_directory(output_dir: str, experiment: str,
           " nothing to resume. Run without --resume to start a new one.")
     return path
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-  path = os.path.join(parent, stamp)
-  os.makedirs(path, exist_ok=True)
-  return path
+  os.makedirs(parent, exist_ok=True)
+  # Runs started in the same second get -002, -003...: never share a
+  # directory, and still sort in the order they started.
+  for attempt in itertools.count(1):
+    path = os.path.join(parent, stamp if attempt == 1 else
+                        f"{stamp}-{attempt:03d}")
+    try:
+      os.mkdir(path)
+      return path
+    except FileExistsError:
+      continue
 
 
 def backup_callback(run_dir: str):

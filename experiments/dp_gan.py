@@ -178,11 +178,17 @@ def build(dataset: tfdp.data.ImageDataset, run_dir: str) -> tfdp.gan.DPGAN:
       allow_no_dp=gan_flags.NO_DP_GUARANTEE.value)
 
 
-def _privacy_text(gan: tfdp.gan.DPGAN) -> str:
+def _privacy_text(gan: tfdp.gan.DPGAN, parts: bool = False) -> str:
+  """The privacy spent; with `parts`, D's steps and the mean samples alone."""
   spent = gan.spent()
   if spent is None:
     return f"epsilon: none (--mode={gan.mode}: {tfdp.gan.NO_DP_NOTE})"
-  return str(spent)
+  budget = gan.budget()
+  if not parts or len(budget) == 1:
+    return str(spent)
+  return (f"{spent}; alone, D's steps spend epsilon="
+          f"{budget['discriminator']:.3g} and the mean samples "
+          f"epsilon={budget['mean_samples']:.3g}")
 
 
 def _grid(gan: tfdp.gan.DPGAN, num_classes: int) -> np.ndarray:
@@ -329,7 +335,8 @@ def main(argv):
       "epsilon": None if spent is None else spent.epsilon,
       "mean_samples_noise_multiplier": (
           None if spent is None else spent.release_noise_multiplier),
-      "privacy": _privacy_text(gan),
+      "privacy": _privacy_text(gan, parts=True),
+      "budget": gan.budget(),
       **evaluation,
       "train_s": train_s,
       "eval_s": time.perf_counter() - started,
@@ -343,7 +350,6 @@ def main(argv):
   if results_dir != run_dir:  # --resume looks for results.json in run_dir.
     _report.write_json(os.path.join(run_dir, "results.json"), results)
   print(text)
-  print(_privacy_text(gan))
   if "downstream" in evaluation:
     print(f"downstream accuracy on held-out real images: "
           f"{evaluation['downstream']['accuracy']:.4f}")

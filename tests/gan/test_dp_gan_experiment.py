@@ -44,6 +44,9 @@ def test_digits_run_prints_epsilon_downstream_and_logan(tmp_path):
   assert results["epsilon"] == pytest.approx(expected.epsilon)
   assert 2.9 <= results["epsilon"] <= 3.0
   assert f"epsilon={results['epsilon']:.3g}" in result.stdout
+  assert "alone, D's steps spend epsilon=" in result.stdout
+  assert results["budget"]["total"] == results["epsilon"]
+  assert results["budget"]["mean_samples"] > 0
   assert "downstream accuracy on held-out real images" in result.stdout
   assert "LOGAN success rate" in result.stdout
   assert 0 <= results["downstream"]["accuracy"] <= 1

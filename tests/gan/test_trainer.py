@@ -140,6 +140,14 @@ def test_mean_sample_cost_is_added_to_epsilon():
   assert spent.epsilon == pytest.approx(accountant.get_epsilon(1e-5),
                                         rel=1e-9)
   assert spent.epsilon > plain.spent().epsilon + 0.1
+  budget = model_gan.budget()
+  assert budget["discriminator"] == pytest.approx(plain.spent().epsilon)
+  alone = dp_accounting.pld.PLDAccountant()
+  alone.compose(dp_accounting.GaussianDpEvent(z))
+  assert budget["mean_samples"] == pytest.approx(alone.get_epsilon(1e-5))
+  assert budget["total"] == spent.epsilon
+  assert budget["total"] < budget["discriminator"] + budget["mean_samples"]
+  assert plain.budget() == {"total": plain.spent().epsilon}
 
 
 def test_mean_samples_are_noised_averages():

@@ -261,6 +261,32 @@ class DPGAN(tf.Module):
     """The privacy spent so far; None for the modes without a DP guarantee."""
     return self.accountant.spent() if self.is_private else None
 
+  def budget(self) -> Optional[Dict[str, float]]:
+    """Epsilon at delta: in total and, with mean samples, each part alone.
+
+    Returns:
+      None for the modes without a DP guarantee; else {"total": ...} and,
+      where mean samples were released, "discriminator" (D's steps alone)
+      and "mean_samples" (the release alone). The total is their
+      composition, tighter than the sum of the parts.
+    """
+    spent = self.spent()
+    if spent is None:
+      return None
+    parts = {"total": spent.epsilon}
+    release = spent.release_noise_multiplier
+    if release is not None:
+      config = self.accountant.get_config()
+      kwargs = dict(batch_size=config["batch_size"],
+                    dataset_size=config["dataset_size"],
+                    accountant=config["accountant"])
+      parts["discriminator"] = privacy.compute_epsilon(
+          spent.noise_multiplier, spent.steps, spent.delta, **kwargs).epsilon
+      parts["mean_samples"] = privacy.compute_epsilon(
+          spent.noise_multiplier, 0, spent.delta,
+          release_noise_multiplier=release, **kwargs).epsilon
+    return parts
+
   def checkpoint(self) -> tf.train.Checkpoint:
     """G, D and both optimizers (the accountant rides with D's optimizer)."""
     return tf.train.Checkpoint(generator=self.generator,

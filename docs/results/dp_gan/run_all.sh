@@ -14,3 +14,11 @@ wait
 run digits_eps1 --target_epsilon=1 &
 run digits_nonprivate --mode=none --no_dp_guarantee &
 wait
+# A discriminator that can memorise (4x wider, 5x more steps): LOGAN against
+# it without and with DP; and clipping without noise (epsilon infinite).
+run mnist_nonprivate_w512_10k $MNIST --mode=none --no_dp_guarantee --width=512 --steps=10000 &
+run mnist_eps10_w512_10k $MNIST --target_epsilon=10 --width=512 --steps=10000 &
+wait
+run mnist_clip_only $MNIST --noise_multiplier=0 &
+run mnist_eps10_g256 $MNIST --target_epsilon=10 --generator_width=256 &
+wait

@@ -22,3 +22,10 @@ wait
 run mnist_clip_only $MNIST --noise_multiplier=0 &
 run mnist_eps10_g256 $MNIST --target_epsilon=10 --generator_width=256 &
 wait
+# 500 training images (the other 9,500 held out), a wide D trained long:
+# a discriminator that can memorise, without and with DP.
+SMALL="$MNIST --test_fraction=0.95 --batch_size=64 --width=512 --steps=10000"
+run mnist500_nonprivate_w512_10k $SMALL --mode=none --no_dp_guarantee &
+run mnist500_eps10_w512_10k $SMALL --target_epsilon=10 &
+wait
+run mnist_eps10_w512_4k $MNIST --target_epsilon=10 --width=512 --steps=4000

@@ -236,40 +236,6 @@ def train(gan: tfdp.gan.DPGAN, dataset: tfdp.data.ImageDataset,
   return time.perf_counter() - started
 
 
-def evaluate(gan: tfdp.gan.DPGAN,
-             dataset: tfdp.data.ImageDataset) -> Dict[str, Any]:
-  """Downstream accuracy, Frechet distance and LOGAN (module docstring)."""
-  results: Dict[str, Any] = {}
-  num_classes = dataset.num_classes
-  conditional = tfdp.gan.models.is_conditional(gan.conditioning)
-  if conditional:
-    results["downstream"] = tfdp.gan.evaluation.downstream(
-        gan.generate, dataset.test.x, dataset.test.y, num_classes=num_classes,
-        num_samples=gan_flags.DOWNSTREAM_SAMPLES.value,
-        epochs=gan_flags.DOWNSTREAM_EPOCHS.value)
-  feature_model = tfdp.gan.evaluation.train_classifier(
-      dataset.train.x, dataset.train.y, num_classes=num_classes)
-  labels = dataset.test.y if conditional else np.zeros(len(dataset.test),
-                                                       np.int64)
-  results["frechet_distance"] = tfdp.gan.evaluation.frechet_distance(
-      tfdp.gan.evaluation.features(feature_model, dataset.test.x),
-      tfdp.gan.evaluation.features(feature_model, gan.generate(labels)))
-  candidates = min(_value(gan_flags.LOGAN_CANDIDATES),
-                   int(len(dataset.test) / 0.9))
-  logan = tfdp.gan.success_rate(
-      gan.realness, (dataset.train.x, dataset.train.y),
-      (dataset.test.x, dataset.test.y), num_candidates=candidates,
-      repeats=gan_flags.LOGAN_REPEATS.value, seed=training_flags.SEED.value)
-  results["logan"] = {
-      "success_rate": logan.mean, "std": logan.std, "rates": logan.rates,
-      "members_in_top": logan.members_in_top, "top_k": logan.top_k,
-      "num_candidates": logan.num_candidates,
-      "num_members": logan.num_members, "chance": logan.chance,
-      "chance_std": logan.chance_std,
-      "repeats": gan_flags.LOGAN_REPEATS.value}
-  return results
-
-
 def markdown(results: Dict[str, Any]) -> str:
   """results.md: settings, then one row of measurements."""
   logan = results["logan"]
@@ -306,7 +272,13 @@ def main(argv):
         f"{gan.noise_multiplier:.4g}; run directory {run_dir}", flush=True)
   train_s = train(gan, dataset, run_dir)
   started = time.perf_counter()
-  evaluation = evaluate(gan, dataset)
+  evaluation = tfdp.gan.evaluation.evaluate(
+      gan, dataset.train, dataset.test, num_classes=dataset.num_classes,
+      downstream_samples=gan_flags.DOWNSTREAM_SAMPLES.value,
+      downstream_epochs=gan_flags.DOWNSTREAM_EPOCHS.value,
+      logan_candidates=_value(gan_flags.LOGAN_CANDIDATES),
+      logan_repeats=gan_flags.LOGAN_REPEATS.value,
+      seed=training_flags.SEED.value)
   spent = gan.spent()
   settings = {
       "command": "python -m experiments." + _EXPERIMENT + " " +

@@ -4,6 +4,9 @@
   trained only on generated, labelled samples, tested on held-out REAL
   images; its accuracy and micro-averaged AUROC (one-vs-rest over the
   classes, pooled).
+`evaluate` runs all three on a trained `tfdp.gan.DPGAN`, with LOGAN's
+membership attack (`tfdp.gan.logan`).
+
 * Frechet distance (the FID's formula, Heusel et al. 2017) between the
   features of real and generated images,
 
@@ -22,7 +25,7 @@ Example:
   0.0
 """
 
-from typing import Callable, Dict
+from typing import Any, Callable, Dict
 
 import numpy as np
 from scipy import linalg
@@ -30,6 +33,8 @@ from sklearn import metrics
 import tensorflow as tf
 
 from tfdp import _validation
+from tfdp.data import datasets
+from tfdp.gan import logan
 
 FEATURES_LAYER = "features"
 
@@ -123,6 +128,49 @@ def downstream(generate: Callable[[np.ndarray], np.ndarray],
       "micro_auroc": float(metrics.roc_auc_score(one_hot, probabilities,
                                                  average="micro")),
   }
+
+
+def evaluate(gan, train: datasets.Split, held_out: datasets.Split, *,
+             num_classes: int, downstream_samples: int = 10000,
+             downstream_epochs: int = 10, logan_candidates: int = 1000,
+             logan_repeats: int = 10, seed: int = 0) -> Dict[str, Any]:
+  """Downstream accuracy, Frechet distance and LOGAN of a trained GAN.
+
+  Args:
+    gan: a `tfdp.gan.DPGAN` (its `generate`, `realness`, `conditioning`).
+    train: the private training images (D's members, and the real data of
+      the Frechet distance's feature classifier).
+    held_out: real images neither saw: the downstream test set, the real
+      side of the Frechet distance, LOGAN's non-members.
+    num_classes: K.
+    downstream_samples: generated images the downstream classifier trains
+      on (conditional GANs only: an unconditional G has no labels).
+    downstream_epochs: its epochs.
+    logan_candidates: candidates per LOGAN repeat, at most
+      len(held_out) / 0.9 (90 % are non-members).
+    logan_repeats: LOGAN's repeats.
+    seed: seeds the labels and LOGAN's draws.
+
+  Returns:
+    {"downstream": {"accuracy", "micro_auroc"} (conditional only),
+    "frechet_distance": float, "logan": `LoganResult.as_dict()`}.
+  """
+  results: Dict[str, Any] = {}
+  conditional = gan.conditioning != "none"
+  if conditional:
+    results["downstream"] = downstream(
+        gan.generate, held_out.x, held_out.y, num_classes=num_classes,
+        num_samples=downstream_samples, epochs=downstream_epochs, seed=seed)
+  feature_model = train_classifier(train.x, train.y, num_classes=num_classes)
+  labels = held_out.y if conditional else np.zeros(len(held_out), np.int64)
+  results["frechet_distance"] = frechet_distance(
+      features(feature_model, held_out.x),
+      features(feature_model, gan.generate(labels)))
+  results["logan"] = logan.success_rate(
+      gan.realness, (train.x, train.y), (held_out.x, held_out.y),
+      num_candidates=min(logan_candidates, int(len(held_out) / 0.9)),
+      repeats=logan_repeats, seed=seed).as_dict()
+  return results
 
 
 def sample_grid(images: np.ndarray, columns: int) -> np.ndarray:

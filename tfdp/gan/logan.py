@@ -36,7 +36,7 @@ Example:
 """
 
 import dataclasses
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from scipy import stats
@@ -75,6 +75,11 @@ class LoganResult:
   def std(self) -> float:
     """The standard deviation of the success over the repeats."""
     return float(np.std(self.rates))
+
+  def as_dict(self) -> Dict[str, Any]:
+    """The fields, the mean ("success_rate"), std and repeats: JSON-able."""
+    return {**dataclasses.asdict(self), "success_rate": self.mean,
+            "std": self.std, "repeats": len(self.rates)}
 
 
 def success_rate(score_fn: Callable[[np.ndarray], Any], members: Any,

@@ -29,3 +29,9 @@ run mnist500_nonprivate_w512_10k $SMALL --mode=none --no_dp_guarantee &
 run mnist500_eps10_w512_10k $SMALL --target_epsilon=10 &
 wait
 run mnist_eps10_w512_4k $MNIST --target_epsilon=10 --width=512 --steps=4000
+# The other modes: adaptive per-layer clipping and WGAN-GP (mean samples,
+# their cost in epsilon), and immediate sensitivity (no DP guarantee).
+run mnist_eps10_adaptive $MNIST --target_epsilon=10 --mode=adaptive &
+run mnist_eps10_wgan_gp $MNIST --target_epsilon=10 --gan_loss=wgan_gp &
+wait
+run digits_is --mode=is --no_dp_guarantee --noise_multiplier=1

@@ -37,6 +37,7 @@ class Mutation:
 
 _NOISE_LINE = "  gradients = optimizer.noisy_average(clipped_sum)\n"
 _TRAINING_NOISE = ("tests/test_training_noise.py",)
+_GAN_TRAINER = ("tests/gan/test_trainer.py",)
 
 MUTATIONS: Sequence[Mutation] = (
     Mutation(
@@ -141,6 +142,30 @@ MUTATIONS: Sequence[Mutation] = (
         "  gamma_x = 2.0 * delta2 / (m * sigma_max_w1)\n"
         "  gamma = delta2 / m\n",
         ("tests/stobatch/test_budget.py",)),
+    Mutation(
+        "gan_noise_dropped", "the DP-GAN's real pass gets no noise",
+        "tfdp/gan/trainer.py",
+        "        return self.d_optimizer.noisy_average(sums)\n",
+        "        return [s / self.batch_size for s in sums]\n", _GAN_TRAINER),
+    Mutation(
+        "gan_real_unclipped", "the DP-GAN's real pass is not clipped",
+        "tfdp/gan/trainer.py",
+        "                                    loss_fn, self.l2_norm_clip)",
+        "                                    loss_fn, 1e9 * self.l2_norm_clip)",
+        _GAN_TRAINER),
+    Mutation(
+        "gan_mean_samples_unaccounted",
+        "the mean samples' release is left out of the DP-GAN's epsilon",
+        "tfdp/gan/trainer.py",
+        "          release_noise_multiplier=mean_noise_multiplier)",
+        "          release_noise_multiplier=None)", _GAN_TRAINER),
+    Mutation(
+        "mean_sample_sensitivity_halved",
+        "a mean sample's sensitivity is taken as half of r sqrt(d) / m",
+        "tfdp/gan/mean_samples.py",
+        "math.sqrt(int(np.prod(image_shape))) / mean_size",
+        "math.sqrt(int(np.prod(image_shape))) / (2 * mean_size)",
+        _GAN_TRAINER),
 )
 
 

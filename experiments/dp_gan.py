@@ -191,48 +191,29 @@ def _privacy_text(gan: tfdp.gan.DPGAN, parts: bool = False) -> str:
           f"epsilon={budget['mean_samples']:.3g}")
 
 
-def _grid(gan: tfdp.gan.DPGAN, num_classes: int) -> np.ndarray:
-  """Ten samples per class, one class per row."""
-  labels = np.repeat(np.arange(num_classes), 10)
-  return tfdp.gan.evaluation.sample_grid(gan.generate(labels), columns=10)
-
-
 def train(gan: tfdp.gan.DPGAN, dataset: tfdp.data.ImageDataset,
           run_dir: str) -> float:
   """Runs the steps not taken yet (after a --resume); returns seconds."""
-  manager = tf.train.CheckpointManager(
-      gan.checkpoint(), os.path.join(run_dir, "checkpoints"), max_to_keep=2)
-  if manager.latest_checkpoint:
-    manager.checkpoint.restore(manager.latest_checkpoint).expect_partial()
-    print(f"Resumed from {manager.latest_checkpoint}: {_privacy_text(gan)}")
+  checkpoint_dir = os.path.join(run_dir, "checkpoints")
+  if tf.train.latest_checkpoint(checkpoint_dir):
+    print(f"Resumed from {tf.train.latest_checkpoint(checkpoint_dir)}")
   sampled = tfdp.data.poisson_batches(
       dataset.train.x, dataset.train.y, _value(training_flags.BATCH_SIZE),
       seed=privacy_flags.SAMPLING_SEED.value)
-  batches = iter(sampled.dataset.repeat())
-  writer = tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard"))
   started = time.perf_counter()
-  step = int(gan.g_optimizer.iterations.numpy())
-  total = gan_flags.STEPS.value
-  while step < total:
-    for _ in range(gan_flags.D_STEPS.value):
-      d_losses = gan.discriminator_step(*next(batches))
-    g_losses = gan.generator_step()
-    step += 1
-    with writer.as_default(step=step):
-      if step % gan_flags.LOG_EVERY.value == 0 or step == total:
-        for name, value in {**d_losses, **g_losses}.items():
-          tf.summary.scalar(f"loss/{name}", value)
-        spent = gan.spent()
-        if spent is not None:
-          tf.summary.scalar("privacy/epsilon", spent.epsilon)
-        manager.save(checkpoint_number=step)
-        print(f"step {step}/{total}  d_fake {d_losses['d_fake_loss']:.3f}  "
-              f"g {g_losses['g_loss']:.3f}  "
-              f"{time.perf_counter() - started:.0f} s  {_privacy_text(gan)}",
-              flush=True)
-      if step % gan_flags.GRID_EVERY.value == 0 or step == total:
-        if tfdp.gan.models.is_conditional(gan.conditioning):
-          tf.summary.image("samples", _grid(gan, dataset.num_classes)[None])
+
+  def progress(step: int, losses: Dict[str, float]) -> None:
+    print(f"step {step}/{gan_flags.STEPS.value}  d_fake "
+          f"{losses['d_fake_loss']:.3f}  g {losses['g_loss']:.3f}  "
+          f"{time.perf_counter() - started:.0f} s  {_privacy_text(gan)}",
+          flush=True)
+
+  gan.train(iter(sampled.dataset.repeat()), gan_flags.STEPS.value,
+            d_steps=gan_flags.D_STEPS.value,
+            log_dir=os.path.join(run_dir, "tensorboard"),
+            checkpoint_dir=checkpoint_dir,
+            log_every=gan_flags.LOG_EVERY.value,
+            grid_every=gan_flags.GRID_EVERY.value, on_log=progress)
   return time.perf_counter() - started
 
 
@@ -316,7 +297,7 @@ def main(argv):
   results_dir = gan_flags.RESULTS_DIR.value or run_dir
   text = markdown(results)
   _report.write_results(results_dir, results, text)
-  _report.save_image(_grid(gan, dataset.num_classes),
+  _report.save_image(gan.sample_grid(),
                      os.path.join(results_dir, "samples.png"),
                      scale=4 if dataset.input_shape[0] < 16 else 1)
   if results_dir != run_dir:  # --resume looks for results.json in run_dir.

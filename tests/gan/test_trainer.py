@@ -210,3 +210,28 @@ def test_fake_pass_is_clipped_per_example_without_noise():
   gradients, _ = model_gan._fake_gradients(tf.constant(x), tf.constant(y),  # pylint: disable=protected-access
                                            None)
   oracle.assert_gradients_close(gradients, expected, rtol=1e-5)
+
+
+def test_train_resumes_from_its_checkpoints_and_counts_each_step_once(
+    tmp_path):
+  x, y = _data(100)
+
+  def batches():
+    while True:
+      yield x[:10], y[:10]
+
+  first = _gan(noise_multiplier=1.0)
+  logged = []
+  taken = first.train(batches(), 3, d_steps=2, log_dir=str(tmp_path / "tb"),
+                      checkpoint_dir=str(tmp_path / "ckpt"), log_every=2,
+                      on_log=lambda step, losses: logged.append(step))
+  assert taken == 3 and logged == [2, 3]
+  assert first.spent().steps == 6
+  assert list((tmp_path / "tb").glob("events.*"))
+  resumed = _gan(noise_multiplier=1.0)
+  assert resumed.train(batches(), 5, d_steps=2,
+                       checkpoint_dir=str(tmp_path / "ckpt")) == 2
+  assert resumed.spent().steps == 10
+  for a, b in zip(first.generator.trainable_variables[:1],
+                  resumed.generator.trainable_variables[:1]):
+    assert not np.array_equal(a.numpy(), b.numpy())  # Trained on from 3.

@@ -54,7 +54,7 @@ Example:
   1
 """
 
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -64,6 +64,7 @@ from tfdp import clipping
 from tfdp import optimizers
 from tfdp import privacy
 from tfdp.clipping import fast
+from tfdp.gan import evaluation
 from tfdp.gan import losses
 from tfdp.gan import models
 
@@ -286,6 +287,79 @@ class DPGAN(tf.Module):
           spent.noise_multiplier, 0, spent.delta,
           release_noise_multiplier=release, **kwargs).epsilon
     return parts
+
+  def sample_grid(self, per_class: int = 10) -> np.ndarray:
+    """`per_class` samples of each class, one class per row, tiled."""
+    labels = np.repeat(np.arange(self.num_classes), per_class)
+    return evaluation.sample_grid(self.generate(labels), columns=per_class)
+
+  def train(self,
+            batches: Iterator,
+            steps: int,
+            *,
+            d_steps: int = 1,
+            log_dir: Optional[str] = None,
+            checkpoint_dir: Optional[str] = None,
+            log_every: int = 100,
+            grid_every: int = 500,
+            on_log: Optional[Callable[[int, Dict[str, float]], None]] = None
+            ) -> int:
+    """Trains until G has taken `steps` steps, each after `d_steps` D steps.
+
+    With `checkpoint_dir`, the latest checkpoint there is restored first, so
+    only the steps not taken yet run (the accountant rides with D's
+    optimizer: restored steps are counted once), and a checkpoint is saved
+    every `log_every` steps and at the end.
+
+    Args:
+      batches: yields (images, labels) real batches drawn by Poisson
+        sampling at `expected_batch_size` (e.g.
+        ``iter(tfdp.data.poisson_batches(x, y, B).dataset.repeat())``).
+      steps: the total number of G steps, >= 1.
+      d_steps: D steps (private steps) per G step, >= 1.
+      log_dir: TensorBoard scalars (losses, epsilon) every `log_every`
+        steps and, for a conditional G, a sample grid every `grid_every`.
+      checkpoint_dir: where checkpoints go (and are resumed from).
+      log_every: steps between logs and checkpoints, >= 1.
+      grid_every: steps between sample grids, >= 1.
+      on_log: called with (step, losses) every `log_every` steps.
+
+    Returns:
+      The number of G steps this call took.
+    """
+    _validation.check_positive_int("steps", steps)
+    _validation.check_positive_int("d_steps", d_steps)
+    _validation.check_positive_int("log_every", log_every)
+    _validation.check_positive_int("grid_every", grid_every)
+    manager = None
+    if checkpoint_dir is not None:
+      manager = tf.train.CheckpointManager(self.checkpoint(), checkpoint_dir,
+                                           max_to_keep=2)
+      if manager.latest_checkpoint:
+        manager.checkpoint.restore(manager.latest_checkpoint).expect_partial()
+    writer = (tf.summary.create_file_writer(log_dir) if log_dir is not None
+              else tf.summary.create_noop_writer())
+    first = step = int(self.g_optimizer.iterations.numpy())
+    while step < steps:
+      for _ in range(d_steps):
+        step_losses = self.discriminator_step(*next(batches))
+      step_losses.update(self.generator_step())
+      step += 1
+      last = step == steps
+      with writer.as_default(step=step):
+        if step % log_every == 0 or last:
+          for name, value in step_losses.items():
+            tf.summary.scalar(f"loss/{name}", value)
+          if self.is_private:
+            tf.summary.scalar("privacy/epsilon", self.spent().epsilon)
+          if manager is not None:
+            manager.save(checkpoint_number=step)
+          if on_log is not None:
+            on_log(step, step_losses)
+        if ((step % grid_every == 0 or last) and
+            models.is_conditional(self.conditioning)):
+          tf.summary.image("samples", self.sample_grid()[None])
+    return step - first
 
   def checkpoint(self) -> tf.train.Checkpoint:
     """G, D and both optimizers (the accountant rides with D's optimizer)."""

@@ -235,3 +235,27 @@ def test_train_resumes_from_its_checkpoints_and_counts_each_step_once(
   for a, b in zip(first.generator.trainable_variables[:1],
                   resumed.generator.trainable_variables[:1]):
     assert not np.array_equal(a.numpy(), b.numpy())  # Trained on from 3.
+
+
+def test_adaptive_noise_has_std_sigma_sqrt_sum_of_layer_clips_over_b():
+  sigma, batch, scalar = 1.3, 20, 1.5
+  rng = np.random.default_rng(2)
+  anchor = rng.random((1, 16, 16, 1)).astype(np.float32)
+  # One mean sample and no labels: the bounds C_l are deterministic.
+  model_gan = gan.DPGAN.build(
+      "mlp", (16, 16, 1), num_classes=CLASSES, conditioning="none", width=32,
+      noise_multiplier=sigma, expected_batch_size=batch, dataset_size=1000,
+      mode="adaptive", mean_samples=anchor, mean_noise_multiplier=5.0,
+      adaptive_scalar=scalar)
+  loss = lambda y, outputs: gan.losses.discriminator_real(
+      "gan", "none", y, outputs)
+  norms = fast.per_layer_norms(model_gan.discriminator,
+                               np.repeat(anchor, batch, axis=0),
+                               np.zeros(batch), loss)
+  sensitivity = np.sqrt(sum((scalar * float(n[0])) ** 2
+                            for n in norms.values()))
+  clips = model_gan._layer_clips()  # pylint: disable=protected-access
+  empty = tf.zeros((0, 16, 16, 1)), tf.zeros((0,), tf.int64)
+  gradients = model_gan._real_gradients(*empty, clips)  # pylint: disable=protected-access
+  change = np.concatenate([g.numpy().ravel() for g in gradients])
+  noise_stats.assert_noise_std(change, sigma * sensitivity / batch)

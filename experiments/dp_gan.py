@@ -195,8 +195,9 @@ def train(gan: tfdp.gan.DPGAN, dataset: tfdp.data.ImageDataset,
           run_dir: str) -> float:
   """Runs the steps not taken yet (after a --resume); returns seconds."""
   checkpoint_dir = os.path.join(run_dir, "checkpoints")
-  if tf.train.latest_checkpoint(checkpoint_dir):
-    print(f"Resumed from {tf.train.latest_checkpoint(checkpoint_dir)}")
+  restored = tf.train.latest_checkpoint(checkpoint_dir)
+  if restored:
+    print(f"Resumed from {restored}")
   sampled = tfdp.data.poisson_batches(
       dataset.train.x, dataset.train.y, _value(training_flags.BATCH_SIZE),
       seed=privacy_flags.SAMPLING_SEED.value)

@@ -163,8 +163,8 @@ MUTATIONS: Sequence[Mutation] = (
         "mean_sample_sensitivity_halved",
         "a mean sample's sensitivity is taken as half of r sqrt(d) / m",
         "tfdp/gan/mean_samples.py",
-        "math.sqrt(int(np.prod(image_shape))) / mean_size",
-        "math.sqrt(int(np.prod(image_shape))) / (2 * mean_size)",
+        "math.sqrt(int(np.prod(image_shape))) / mean_size\n",
+        "math.sqrt(int(np.prod(image_shape))) / (2 * mean_size)\n",
         _GAN_TRAINER),
 )
 

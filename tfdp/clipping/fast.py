@@ -217,9 +217,8 @@ def per_layer_norms(model: tf.keras.Model, x, y,
   per-layer clipping bounds from data that is not private (or already
   released privately).
   """
-  per_layer, layers, losses, _ = _layer_gradients(model, x, y, loss_fn, None,
-                                                  training)
-  del losses
+  per_layer, layers, _, _ = _layer_gradients(model, x, y, loss_fn, None,
+                                             training)
   return {layer.name: tf.sqrt(tf.cast(p.squared_norms, tf.float32))
           for layer, p in zip(layers, per_layer)}
 

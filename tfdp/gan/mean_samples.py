@@ -37,6 +37,12 @@ from tfdp import _validation
 from tfdp.privacy import mechanisms
 
 
+def sensitivity(mean_size: int, image_shape: Tuple[int, ...],
+                value_range: float = 1.0) -> float:
+  """One mean sample's L2 sensitivity, ``r sqrt(d) / m``."""
+  return value_range * math.sqrt(int(np.prod(image_shape))) / mean_size
+
+
 def noise_multiplier(noise_std: float, mean_size: int, num_samples: int,
                      image_shape: Tuple[int, ...],
                      value_range: float = 1.0) -> float:
@@ -56,8 +62,8 @@ def noise_multiplier(noise_std: float, mean_size: int, num_samples: int,
   mean_size = _validation.check_positive_int("mean_size", mean_size)
   num_samples = _validation.check_positive_int("num_samples", num_samples)
   value_range = _validation.check_positive("value_range", value_range)
-  sensitivity = value_range * math.sqrt(int(np.prod(image_shape))) / mean_size
-  return noise_std / sensitivity / math.sqrt(num_samples)
+  return (noise_std / sensitivity(mean_size, image_shape, value_range) /
+          math.sqrt(num_samples))
 
 
 def release(images: np.ndarray,
@@ -104,12 +110,10 @@ def release(images: np.ndarray,
   averages = np.stack([
       images[rng.choice(len(images), mean_size, replace=False)].mean(axis=0)
       for _ in range(num_samples)])
-  per_sample_sensitivity = (value_range * math.sqrt(images[0].size) /
-                            mean_size)
-  noise = mechanisms.gaussian_noise(
-      averages.shape, l2_sensitivity=per_sample_sensitivity,
-      noise_multiplier=noise_std / per_sample_sensitivity)
+  one = sensitivity(mean_size, images.shape[1:], value_range)
+  noise = mechanisms.gaussian_noise(averages.shape, l2_sensitivity=one,
+                                    noise_multiplier=noise_std / one)
   return (averages + noise.numpy()).astype(np.float32), z
 
 
-__all__ = ["noise_multiplier", "release"]
+__all__ = ["noise_multiplier", "release", "sensitivity"]

@@ -1,6 +1,8 @@
 """Shared data loading for the experiments, from the flags in flags/data.py."""
 
+import dataclasses
 import os
+from typing import Tuple
 
 from absl import app
 
@@ -51,6 +53,26 @@ def load_dataset() -> tfdp.data.ImageDataset:
   return tfdp.data.ImageDataset(train=train, test=validation,
                                 num_classes=dataset.num_classes,
                                 name=dataset.name)
+
+
+def load_with_validation() -> Tuple[tfdp.data.ImageDataset, tfdp.data.Split]:
+  """(dataset, validation): for runs that select on one and report another.
+
+  The dataset's train split is the training split less the validation
+  split (--validation_fraction of it, stratified, fixed by --split_seed);
+  its test split is the held-out test split, read only for reporting.
+
+  Raises:
+    app.UsageError: if --validation_fraction is 0.
+  """
+  fraction = data_flags.VALIDATION_FRACTION.value
+  if not fraction:
+    raise app.UsageError("--validation_fraction must be > 0: model selection "
+                         "must not read the held-out test split")
+  dataset = _load()
+  train, validation = tfdp.data.split(dataset.train, fraction,
+                                      seed=data_flags.SPLIT_SEED.value)
+  return dataclasses.replace(dataset, train=train), validation
 
 
 def evaluated_on() -> str:

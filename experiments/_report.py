@@ -98,6 +98,20 @@ def write_json(path: str, results: Dict[str, object]) -> None:
     f.write("\n")
 
 
+def append_json_line(path: str, record: Mapping[str, object]) -> None:
+  """Appends one JSON record as a line (a log that survives a crash)."""
+  with open(path, "a") as f:
+    f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def read_json_lines(path: str) -> List[Dict[str, object]]:
+  """The records of `append_json_line`'s log; [] if there is none yet."""
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
 def write_results(results_dir: str, results: Dict[str, object],
                   markdown: str) -> None:
   """Writes RESULTS_DIR/results.json and RESULTS_DIR/results.md."""

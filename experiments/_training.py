@@ -52,13 +52,15 @@ def privacy_accountant(
 
 
 def compile_private(model: tf.keras.Model, noise: float,
-                    batch_size: Optional[int] = None) -> tf.keras.Model:
+                    batch_size: Optional[int] = None,
+                    **optimizer_options) -> tf.keras.Model:
   """Compiles with DPSGD (the flags' learning rate, momentum, clip norm).
 
   Args:
     model: the model (usually from `tfdp.make_private`).
     noise: the noise multiplier.
     batch_size: the expected batch size; default --batch_size.
+    **optimizer_options: more DPSGD arguments, e.g. use_ema=True.
 
   Returns:
     The model, compiled with a per-example sparse cross-entropy on logits
@@ -71,7 +73,8 @@ def compile_private(model: tf.keras.Model, noise: float,
           l2_norm_clip=privacy_flags.L2_NORM_CLIP.value,
           noise_multiplier=noise,
           expected_batch_size=(batch_size or
-                               training_flags.BATCH_SIZE.value)),
+                               training_flags.BATCH_SIZE.value),
+          **optimizer_options),
       loss=tf.keras.losses.SparseCategoricalCrossentropy(
           from_logits=True, reduction=tf.keras.losses.Reduction.NONE),
       metrics=["accuracy"])

@@ -15,11 +15,18 @@ Configurations:
   tfp_fast        TF Privacy's DPModel with its fast-clipping layer registry
                   (rules for Dense and Embedding only), without XLA.
   tfp_fast_xla    the same with XLA, DPModel's default (use_xla=True).
+  tfdp_augmultK   tfdp with augmentation multiplicity K (K in 1, 4, 16):
+                  make_private(model, augmult=K,
+                  augment=tfdp.data.augment.crop_and_flip()); the column
+                  "time x augmult1" is the step's cost against K = 1 (the
+                  same augmentation, one copy). Not run by default.
 
   python -m experiments.benchmark_clipping
   python -m experiments.benchmark_clipping --models=papernot \
       --configs=nonprivate,tfdp --steps=50
   python -m experiments.benchmark_clipping --skip_slow_baselines --profile
+  python -m experiments.benchmark_clipping --models=wrn16_4 \
+      --configs=tfdp_augmult1,tfdp_augmult4,tfdp_augmult16 --batch_size=32
 """
 
 import functools
@@ -50,8 +57,11 @@ _MODELS = {
     "resnet18": lambda width: tfdp.models.resnet18(width=width),
     "wrn16_4": lambda width: tfdp.models.wide_resnet(16, 4 * width),
 }
-_CONFIGS = ("nonprivate", "tfdp", "tfp_microbatch", "tfp_fast",
-            "tfp_fast_xla")
+_DEFAULT_CONFIGS = ("nonprivate", "tfdp", "tfp_microbatch", "tfp_fast",
+                    "tfp_fast_xla")
+_AUGMULTS = (1, 4, 16)
+_AUGMULT_CONFIGS = tuple(f"tfdp_augmult{k}" for k in _AUGMULTS)
+_CONFIGS = _DEFAULT_CONFIGS + _AUGMULT_CONFIGS
 _SLOW_BASELINES = ("tfp_microbatch", "tfp_fast", "tfp_fast_xla")
 _PROFILE = "profile"  # --child=MODEL:profile runs `_profile`.
 _L2_NORM_CLIP = 1.0
@@ -63,7 +73,7 @@ _DISTINCT_BATCHES = 4
 
 MODELS = flags.DEFINE_list("models", list(_MODELS),
                            f"Models to measure, from {', '.join(_MODELS)}.")
-CONFIGS = flags.DEFINE_list("configs", list(_CONFIGS),
+CONFIGS = flags.DEFINE_list("configs", list(_DEFAULT_CONFIGS),
                             f"Configurations, from {', '.join(_CONFIGS)}.")
 BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Batch size.",
                                   lower_bound=1)
@@ -171,8 +181,12 @@ def _nonprivate(model, batch_size):
   return model, ""
 
 
-def _tfdp(model, batch_size):
-  model = tfdp.make_private(model)
+def _tfdp(model, batch_size, augmult=None):
+  if augmult is None:
+    model = tfdp.make_private(model)
+  else:
+    model = tfdp.make_private(model, augmult=augmult,
+                              augment=tfdp.data.augment.crop_and_flip())
   model.compile(
       optimizer=tfdp.optimizers.DPSGD(
           learning_rate=_LEARNING_RATE, l2_norm_clip=_L2_NORM_CLIP,
@@ -224,6 +238,8 @@ _SETUPS: Dict[str, Callable] = {
     "tfp_fast": _tfp_fast,
     # DPModel's default: its train_step compiled with XLA.
     "tfp_fast_xla": functools.partial(_tfp_fast, use_xla=True),
+    **{f"tfdp_augmult{k}": functools.partial(_tfdp, augmult=k)
+       for k in _AUGMULTS},
 }
 
 
@@ -434,6 +450,17 @@ def _add_ratios(rows: List[Dict[str, object]], batch_size: int) -> None:
                            ("peak_tensors_gib", "tensor_memory_ratio")):
       row[ratio_key] = (row[key] / base[key] if ok and base and
                         row.get(key) and base.get(key) else None)
+  _add_augmult_ratios(rows)
+
+
+def _add_augmult_ratios(rows: List[Dict[str, object]]) -> None:
+  """Each augmult row's time against augmult K = 1 of the same model."""
+  single = {r["model"]: r["seconds_per_step"] for r in rows
+            if r["config"] == "tfdp_augmult1" and r["status"] == "ok"}
+  for row in rows:
+    if (row["config"] in _AUGMULT_CONFIGS and row["status"] == "ok" and
+        row["model"] in single):
+      row["augmult_ratio"] = row["seconds_per_step"] / single[row["model"]]
 
 
 _RESULT_COLUMNS = (
@@ -442,7 +469,8 @@ _RESULT_COLUMNS = (
     ("time_ratio", "time x nonprivate"),
     ("memory_ratio", "memory x nonprivate"),
     ("peak_tensors_gib", "peak tensors (GiB)"),
-    ("tensor_memory_ratio", "tensors x nonprivate"), ("status", "status"),
+    ("tensor_memory_ratio", "tensors x nonprivate"),
+    ("augmult_ratio", "time x augmult1"), ("status", "status"),
     ("note", "note"))
 _PROFILE_COLUMNS = (
     ("model", "model"), ("layer", "layer"), ("type", "type"),
@@ -553,9 +581,11 @@ def _write_results(rows: List[Dict[str, object]],
   header = (f"Measured {environment['date']} on {environment['cpu_count']} "
             f"CPU cores, TensorFlow {environment['tensorflow']}, batch "
             f"{BATCH_SIZE.value}, width {WIDTH.value:g}")
-  # The tensor columns only exist with --bfc_allocator.
+  # The tensor columns only exist with --bfc_allocator, the augmult column
+  # with augmult configurations.
+  optional = ("peak_tensors_gib", "tensor_memory_ratio", "augmult_ratio")
   columns = [(key, title) for key, title in _RESULT_COLUMNS
-             if "tensor" not in key or any(r.get(key) for r in rows)]
+             if key not in optional or any(r.get(key) for r in rows)]
   table = _table(rows, columns)
   with open(os.path.join(results_dir, "results.md"), "w") as f:
     f.write(f"{header}: median of the timed steps, fastest of "

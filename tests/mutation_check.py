@@ -129,9 +129,9 @@ MUTATIONS: Sequence[Mutation] = (
         "the private batch mixed in",
         "tfdp/private.py",
         "public_batch_norm.update_public_statistics(self, "
-        "self._tfdp_public_data)",
+        "options.public_data)",
         "public_batch_norm.update_public_statistics(self, tf.concat("
-        "[self._tfdp_public_data, tf.cast(x, self._tfdp_public_data.dtype)]"
+        "[options.public_data, tf.cast(x, options.public_data.dtype)]"
         ", 0))",
         ("tests/test_private.py", "tests/layers/test_public_batch_norm.py")),
     Mutation(

@@ -96,3 +96,25 @@ def assert_fast_engine_matches(model: tf.keras.Model, x, y, loss_fn,
   assert_allclose_relative(result.norms, reference_norms, rtol)
   assert_gradients_close(result.gradient_sum, clipped_sum(expected, clip),
                          rtol)
+
+
+def mean_over_copies(per_row: List[List[np.ndarray]],
+                     copies: int) -> List[List[np.ndarray]]:
+  """Augmentation multiplicity's g_i: the mean of rows i K .. i K + K - 1.
+
+  Args:
+    per_row: `per_example_gradients` of the B K rows (each row alone).
+    copies: K.
+  """
+  assert len(per_row) % copies == 0
+  return [[np.mean([per_row[i + k][j].astype(np.float64)
+                    for k in range(copies)], axis=0)
+           for j in range(len(per_row[i]))]
+          for i in range(0, len(per_row), copies)]
+
+
+def minus(gradients: List[List[np.ndarray]],
+          center: Sequence[np.ndarray]) -> List[List[np.ndarray]]:
+  """g_i - v for every example i (centred clipping's per-example terms)."""
+  return [[g.astype(np.float64) - np.asarray(v, np.float64)
+           for g, v in zip(example, center)] for example in gradients]

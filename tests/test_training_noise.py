@@ -85,6 +85,33 @@ def test_gaussian_augmentation_option_adds_the_noise_once():
                                          augmentation=augmentation))
 
 
+@pytest.mark.parametrize("physical_batch_size", [None, 3],
+                         ids=["one_chunk", "three_chunks"])
+def test_augmentation_multiplicity_adds_the_noise_once_per_example_batch(
+    physical_batch_size):
+  # 4 copies of each example: the noise is calibrated to the B examples (not
+  # the 4 B copies) and added once per logical batch.
+  x, y = _data()
+  augment = lambda rows: rows + tf.random.normal(tf.shape(rows))
+  noise_stats.assert_noise_std(_fit_step(
+      _dense_model(), x, y, augmult=4, augment=augment,
+      physical_batch_size=physical_batch_size))
+
+
+@pytest.mark.parametrize("extender", ["DOPE", "Mirror"])
+def test_public_gradient_extenders_add_the_noise_once(extender):
+  # The zero-gradient loss makes p = 0 too: the change is the noise alone,
+  # scaled by beta for Mirror-GD.
+  x, y = _data()
+  public_x, public_y = _data()
+  public = getattr(tfdp.public_gradients, extender)(public_x, public_y,
+                                                    batch_size=4)
+  beta = getattr(public, "private_weight", 1.0)
+  noise_stats.assert_noise_std(
+      _fit_step(_dense_model(), x, y, public_gradient=public),
+      beta * noise_stats.EXPECTED_STD)
+
+
 def test_conv_model_adds_the_noise_once():
   # The conv rule's paths (ghost and explicit) end in the same noisy average.
   x, y = _data(shape=(8, 8, 3))

@@ -33,6 +33,7 @@ from tfdp import layers
 from tfdp import models
 from tfdp import optimizers
 from tfdp import privacy
+from tfdp import public_gradients
 from tfdp import robust
 from tfdp import stobatch
 from tfdp.private import make_private

@@ -10,13 +10,15 @@ engine and the physical batch size.
 
 import inspect
 import types
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import tensorflow as tf
 
 from tfdp import _validation
 from tfdp import clipping
 from tfdp import optimizers
+from tfdp import public_gradients
+from tfdp.clipping import engine
 from tfdp.clipping import fast
 from tfdp.layers import public_batch_norm
 
@@ -26,7 +28,12 @@ def make_private(model: tf.keras.Model,
                  physical_batch_size: Optional[int] = None,
                  public_data: Optional[Any] = None,
                  adversarial: Optional[Any] = None,
-                 augmentation: Optional[Any] = None) -> tf.keras.Model:
+                 augmentation: Optional[Any] = None,
+                 augmult: int = 1,
+                 augment: Optional[Callable[[Any], Any]] = None,
+                 public_gradient: Optional[
+                     public_gradients.PublicGradient] = None
+                 ) -> tf.keras.Model:
   """Makes `model.fit` train with fast per-example clipping.
 
   Compile the returned model with a DP optimizer (e.g.
@@ -63,6 +70,30 @@ def make_private(model: tf.keras.Model,
       Each augmented example must depend on its own example and on noise
       independent of the data only; then per-example clipping still bounds
       every example's influence, whatever the augmentation noise.
+    augmult: augmentation multiplicity K >= 1 (De et al. 2022). Each step
+      makes K copies of every example, passes them through `augment`, and
+      clips the mean of the K copies' gradients as the example's one
+      gradient g_i = (1/K) sum_k grad l(augment(x_i)_k, y_i); the noise is
+      added once, to the sum over examples. Each example still moves the
+      clipped sum by at most C, so the accounting is plain DP-SGD's; the
+      cost is about K times the forward and backward work. The engine's
+      rules treat the copies as more positions of the example, so no
+      per-example gradients are made where K = 1 makes none. Losses and
+      metrics are those of the augmented copies.
+    augment: the augmentation of the copies: a Keras or keras-cv
+      preprocessing pipeline (called with `training=True`) or a function of
+      the batch, e.g. `tfdp.data.augment.crop_and_flip()`. It must transform
+      each row on its own, with randomness independent of the data, and
+      keep the number of rows (no MixUp or CutMix, which mix examples and
+      break per-example clipping). Required when `augmult` > 1; with K = 1
+      it is plain augmentation of each step's batch.
+    public_gradient: optional public-gradient extender,
+      `tfdp.public_gradients.DOPE(x_pub, y_pub)` (DOPE-SGD: private
+      gradients clipped around the public batch's mean gradient p, p added
+      back after the noise) or `tfdp.public_gradients.Mirror(x_pub, y_pub,
+      private_weight=beta)` (beta x noisy private + (1 - beta) p). Each step
+      draws its own public batch; p is neither clipped nor noised, and the
+      accounting is unchanged (see `tfdp.public_gradients`).
 
   Returns:
     The same model object, with its `train_step` replaced, and its `fit`,
@@ -101,13 +132,47 @@ def make_private(model: tf.keras.Model,
     raise ValueError(
         "augmentation must have a perturb(model, x, y) method, e.g. "
         f"tfdp.robust.GaussianAugmentation(...); got {augmentation!r}")
-  object.__setattr__(model, "_tfdp_physical_batch_size", physical_batch_size)
-  object.__setattr__(model, "_tfdp_public_data", public_data)
-  object.__setattr__(model, "_tfdp_adversarial", adversarial)
-  object.__setattr__(model, "_tfdp_augmentation", augmentation)
+  augmult = _validation.check_positive_int("augmult", augmult)
+  if augment is not None and not callable(augment):
+    raise ValueError("augment must be a Keras preprocessing layer or a "
+                     f"function of a batch of inputs; got {augment!r}")
+  if augmult > 1 and augment is None:
+    raise ValueError(
+        f"augmult={augmult} needs augment=...: without an augmentation the "
+        "copies of an example are identical and their mean gradient is the "
+        "example's own, at augmult times the cost. Pass e.g. "
+        "augment=tfdp.data.augment.crop_and_flip(), or leave augmult at 1.")
+  if public_gradient is not None and not isinstance(
+      public_gradient, public_gradients.PublicGradient):
+    raise ValueError(
+        "public_gradient must be a tfdp.public_gradients.DOPE or Mirror "
+        f"(public examples and how to use their gradient); got "
+        f"{public_gradient!r}")
+  object.__setattr__(model, "_tfdp_options", _Options(
+      physical_batch_size, public_data, adversarial, augmentation, augmult,
+      augment, public_gradient))
   model.train_step = types.MethodType(_private_train_step, model)
   model.fit = types.MethodType(_private_fit, model)
   return model
+
+
+class _Options:
+  """make_private's arguments, kept on the model.
+
+  A plain object on purpose: tf.Module would search a dict, list or tuple
+  attribute for sub-modules, making e.g. a Keras augmentation pipeline part
+  of the model (its layers tapped, its weights saved).
+  """
+
+  def __init__(self, physical_batch_size, public_data, adversarial,
+               augmentation, augmult, augment, public_gradient):
+    self.physical_batch_size = physical_batch_size
+    self.public_data = public_data
+    self.adversarial = adversarial
+    self.augmentation = augmentation
+    self.augmult = augmult
+    self.augment = augment
+    self.public_gradient = public_gradient
 
 
 _FIT_SIGNATURE = inspect.signature(tf.keras.Model.fit)
@@ -136,7 +201,7 @@ def _private_fit(self, *args, **kwargs):
 
 def is_private(model: tf.keras.Model) -> bool:
   """True if `make_private` was applied to this model."""
-  return hasattr(model, "_tfdp_physical_batch_size")
+  return hasattr(model, "_tfdp_options")
 
 
 def _check_no_activity_regularizers(model: tf.keras.Model) -> None:
@@ -149,18 +214,58 @@ def _check_no_activity_regularizers(model: tf.keras.Model) -> None:
           "the per-example loss.")
 
 
-def _clipped_sum(model, x, y, sample_weight, l2_norm_clip):
-  """The engine on one chunk; the compiled loss updates the loss metric."""
+def _repeat_rows(tensors, copies: int):
+  """Each row of every tensor in the nest repeated `copies` times in place."""
+  if tensors is None or copies == 1:
+    return tensors
+  return tf.nest.map_structure(lambda t: tf.repeat(t, copies, axis=0),
+                               tensors)
+
+
+def _augmented_copies(options: "_Options", x):
+  """`augmult` augmented copies of each example, example i's at rows i K.."""
+  copies, augment = options.augmult, options.augment
+  x = _repeat_rows(x, copies)
+  if augment is None:
+    return x
+  augmented = (augment(x, training=True)
+               if isinstance(augment, tf.keras.layers.Layer) else augment(x))
+  before, after = tf.nest.flatten(x)[0], tf.nest.flatten(augmented)[0]
+  message = ("tfdp: augment must return one augmented row per input row "
+             "(it must not drop, add or mix examples)")
+  if before.shape[0] is not None and after.shape[0] is not None:
+    if before.shape[0] != after.shape[0]:
+      raise ValueError(f"{message}; got {after.shape[0]} rows for "
+                       f"{before.shape[0]}")
+    return augmented
+  with tf.control_dependencies([tf.debugging.assert_equal(
+      tf.shape(after)[0], tf.shape(before)[0], message=message)]):
+    return tf.nest.map_structure(tf.identity, augmented)
+
+
+def _clipped_sum(model, x, y, sample_weight, l2_norm_clip, center=None):
+  """The engine on one chunk; the compiled loss updates the loss metric.
+
+  With augmentation multiplicity the chunk's examples are expanded to their
+  augmented copies here, chunk by chunk, so `physical_batch_size` bounds the
+  examples (not the copies) in memory at once.
+  """
+  options = model._tfdp_options  # pylint: disable=protected-access
+  copies = options.augmult
+  x = _augmented_copies(options, x)
+  y, sample_weight = _repeat_rows(y, copies), _repeat_rows(sample_weight,
+                                                           copies)
 
   def loss_fn(y_true, y_pred):
     return model.compiled_loss(y_true, y_pred, sample_weight)
 
   return fast.clipped_gradients(model, x, y, loss_fn, l2_norm_clip,
-                                return_predictions=True)
+                                return_predictions=True,
+                                copies_per_example=copies, center=center)
 
 
 def _accumulated_clipped_sum(model, x, y, sample_weight, l2_norm_clip,
-                             physical_batch_size):
+                             physical_batch_size, center=None):
   """Clipped sum, predictions and norms of a logical batch, in chunks."""
   batch = tf.shape(tf.nest.flatten(x)[0])[0]
   chunks = (batch + physical_batch_size - 1) // physical_batch_size
@@ -174,7 +279,7 @@ def _accumulated_clipped_sum(model, x, y, sample_weight, l2_norm_clip,
     result, chunk_predictions = _clipped_sum(
         model, chunk(x, index), chunk(y, index),
         None if sample_weight is None else chunk(sample_weight, index),
-        l2_norm_clip)
+        l2_norm_clip, center)
     sums = [s + g for s, g in zip(sums, result.gradient_sum)]
     return (index + 1, sums, predictions.write(index, chunk_predictions),
             norms.write(index, result.norms))
@@ -197,6 +302,16 @@ def _accumulated_clipped_sum(model, x, y, sample_weight, l2_norm_clip,
     # The loop loses the static shape, which Keras' metrics need.
     predictions.set_shape(output.shape)
   return sums, predictions, norms.concat()
+
+
+def _per_example_loss(model: tf.keras.Model):
+  """The compiled loss as (y_true, y_pred) -> [B], without metric updates."""
+  if tf.nest.is_nested(model.loss):
+    raise ValueError("public_gradient supports models compiled with one "
+                     f"loss, got {model.loss!r}")
+  loss = tf.keras.losses.get(model.loss)
+  return lambda y_true, y_pred: engine.as_per_example_losses(
+      loss(y_true, y_pred))
 
 
 def _expects_integer_labels(loss) -> bool:
@@ -240,27 +355,34 @@ def _private_train_step(self, data):
         "be private. Use e.g. tfdp.optimizers.DPSGD(..., l2_norm_clip=..., "
         "noise_multiplier=..., expected_batch_size=...), or "
         "tfdp.optimizers.make_dp_optimizer(your_optimizer, ...).")
-  # pylint: disable=protected-access
-  physical = self._tfdp_physical_batch_size
-  if self._tfdp_public_data is not None:
-    public_batch_norm.update_public_statistics(self, self._tfdp_public_data)
+  options = self._tfdp_options  # pylint: disable=protected-access
+  physical = options.physical_batch_size
+  if options.public_data is not None:
+    public_batch_norm.update_public_statistics(self, options.public_data)
   if _expects_integer_labels(self.loss):
     y = _check_integer_labels(y)
-  if self._tfdp_adversarial is not None:
-    x = self._tfdp_adversarial.perturb(self, x, y)
-  if self._tfdp_augmentation is not None:
-    x = self._tfdp_augmentation.perturb(self, x, y)
-  # pylint: enable=protected-access
+  if options.adversarial is not None:
+    x = options.adversarial.perturb(self, x, y)
+  if options.augmentation is not None:
+    x = options.augmentation.perturb(self, x, y)
+  public = options.public_gradient
+  public_mean = (None if public is None else
+                 public.gradient(self, _per_example_loss(self)))
+  # DOPE-SGD clips g_i - p; Mirror-GD clips g_i and mixes p in later.
+  center = public_mean if public and public.centers_clipping else None
   if physical is None:
     result, predictions = _clipped_sum(self, x, y, sample_weight,
-                                       optimizer.l2_norm_clip)
+                                       optimizer.l2_norm_clip, center)
     clipped_sum, norms = result.gradient_sum, result.norms
   else:
     clipped_sum, predictions, norms = _accumulated_clipped_sum(
-        self, x, y, sample_weight, optimizer.l2_norm_clip, physical)
+        self, x, y, sample_weight, optimizer.l2_norm_clip, physical, center)
   clipped_sum = clipping.check_finite_norms(norms, optimizer.iterations,
                                             clipped_sum)
+  # Noise once per step, on the sum over examples (not over copies).
   gradients = optimizer.noisy_average(clipped_sum)
+  if public is not None:
+    gradients = public.combine(gradients, public_mean)
   if self.losses:
     # Weight regularisers do not depend on the data: their gradient is added
     # after the noise, unclipped, at no privacy cost.
@@ -274,4 +396,8 @@ def _private_train_step(self, data):
   # their checks: a refused step changes nothing and is not counted.
   with tf.control_dependencies(gradients):
     optimizer.apply_gradients(zip(gradients, self.trainable_variables))
-  return self.compute_metrics(x, y, predictions, sample_weight)
+  # Predictions are per augmented copy (example-major), as are the labels
+  # they are scored against.
+  return self.compute_metrics(x, _repeat_rows(y, options.augmult),
+                              predictions,
+                              _repeat_rows(sample_weight, options.augmult))

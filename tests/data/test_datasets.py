@@ -214,3 +214,26 @@ def test_tfds_bad_name_lists_allowed_names():
     datasets.load_tfds("imagenet")
   for name in datasets.TFDS_DATASETS:
     assert repr(name) in str(info.value)
+
+
+def test_write_npz_then_read_npz_round_trips_a_whole_image_set(tmp_path):
+  rng = np.random.default_rng(0)
+  images = rng.uniform(size=(7, 5, 5, 1)).astype(np.float32)
+  labels = rng.integers(0, 3, 7)
+  path = tmp_path / "synthetic.npz"
+  datasets.write_npz(path, images, labels)
+  whole = datasets.read_npz(path)
+  assert whole.x.shape == (7, 5, 5, 1) and whole.x.dtype == np.float32
+  np.testing.assert_allclose(whole.x, images, atol=0.5 / 255 + 1e-7)
+  np.testing.assert_array_equal(whole.y, labels)
+
+
+def test_write_npz_refuses_images_outside_the_unit_range(tmp_path):
+  with pytest.raises(ValueError, match=r"images must hold float values"):
+    datasets.write_npz(tmp_path / "bad.npz", np.full((2, 3, 3), 1.5),
+                        np.zeros(2))
+  with pytest.raises(ValueError, match="same length"):
+    datasets.write_npz(tmp_path / "bad.npz", np.zeros((2, 3, 3)),
+                        np.zeros(3))
+  with pytest.raises(FileNotFoundError):
+    datasets.read_npz(tmp_path / "missing.npz")

@@ -5,7 +5,9 @@ import functools
 import pytest
 import tensorflow as tf
 
+from tfdp import layers
 from tfdp import models
+from tfdp.clipping import registry
 
 
 def _conv_params(kernel, inputs, filters, bias=True):
@@ -114,6 +116,18 @@ def test_no_norm_choice(name):
   assert not _layers_of(model, tf.keras.layers.LayerNormalization)
   assert not _layers_of(model, tf.keras.layers.BatchNormalization)
   assert all(c.use_bias for c in _layers_of(model, tf.keras.layers.Conv2D))
+
+
+def test_weight_standardised_wrn_uses_the_ws_layer_with_its_rule():
+  model = models.wide_resnet(depth=10, width_factor=1, groups=4,
+                             weight_standardization=True)
+  convs = _layers_of(model, tf.keras.layers.Conv2D)
+  assert convs and all(isinstance(c, layers.WeightStandardizedConv2D)
+                       for c in convs)
+  assert model.count_params() == models.wide_resnet(
+      depth=10, width_factor=1, groups=4).count_params()
+  assert {type(registry.rule_for(c)).__name__ for c in convs} == {
+      "WeightStandardizedConvRule"}
 
 
 def test_group_count_follows_argument():

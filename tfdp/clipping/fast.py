@@ -12,7 +12,8 @@ and explicit per-example gradients (mixed ghost clipping, Bu et al. 2022).
 """
 
 import contextlib
-from typing import Dict, Iterator, List, Mapping, Optional
+from typing import (Any, Dict, Iterator, List, Mapping, NamedTuple,
+                    Optional, Sequence)
 
 from absl import logging
 import tensorflow as tf
@@ -28,6 +29,7 @@ from tfdp.clipping.layers import embedding  # pylint: disable=unused-import
 from tfdp.clipping.layers import fallback
 from tfdp.clipping.layers import normalization  # pylint: disable=unused-import
 from tfdp.clipping.layers import public_batch_norm  # pylint: disable=unused-import
+from tfdp.clipping.layers import weight_standardized_conv  # pylint: disable=unused-import
 
 UnsupportedLayerError = fallback.UnsupportedLayerError
 
@@ -99,8 +101,11 @@ def _rule(layer: tf.keras.layers.Layer) -> registry.LayerRule:
 
 
 @contextlib.contextmanager
-def _tapping(layers) -> Iterator[List[registry.Tap]]:
-  """Routes each layer's call through its rule while the block runs."""
+def _tapping(layers, copies: int = 1) -> Iterator[List[registry.Tap]]:
+  """Routes each layer's call through its rule while the block runs.
+
+  Each tap records that `copies` consecutive rows make one example.
+  """
   taps: List[registry.Tap] = []
   for layer in layers:
     rule, original = _rule(layer), layer.call
@@ -109,6 +114,7 @@ def _tapping(layers) -> Iterator[List[registry.Tap]]:
     def tapped_call(*args, _layer=layer, _rule=rule, _call=original,
                     **kwargs):
       outputs, tap = _rule.forward(_layer, _call, args, kwargs)
+      tap.copies = copies
       taps.append(tap)
       return outputs
 
@@ -120,23 +126,53 @@ def _tapping(layers) -> Iterator[List[registry.Tap]]:
       object.__delattr__(layer, "call")
 
 
+class _TappedPass(NamedTuple):
+  """What one tapped forward and backward pass gives.
+
+  Attributes:
+    per_layer: the tapped layers' `registry.LayerGradients`, in tap order.
+    layers: the tapped layers, in the same order.
+    losses: the per-example losses (means over copies), [B].
+    predictions: the model's outputs, one per row.
+    center_dots: g_i . v for the `center` v, [B]; None without one.
+  """
+  per_layer: List[registry.LayerGradients]
+  layers: List[tf.keras.layers.Layer]
+  losses: tf.Tensor
+  predictions: Any
+  center_dots: Optional[tf.Tensor]
+
+
 def _layer_gradients(model: tf.keras.Model, x, y,
                      loss_fn: engine.PerExampleLossFn,
-                     sample_weight: Optional[tf.Tensor], training: bool):
+                     sample_weight: Optional[tf.Tensor], training: bool,
+                     copies: int = 1,
+                     center: Optional[Sequence[tf.Tensor]] = None
+                     ) -> _TappedPass:
   """One tapped forward and backward pass.
 
-  Returns:
-    (the tapped layers' `registry.LayerGradients`, in `taps` order; the taps'
-    layers; the per-example losses; the predictions).
+  With `copies` = K > 1, rows i K .. i K + K - 1 of the batch are example
+  i's copies; the loss differentiated is sum_rows loss / K, so that each
+  example's gradient is the mean over its copies.
+
+  With a `center` v (one tensor per trainable variable), each rule also
+  gives g_i . v for its layer's part of v (`LayerGradients.dot`), from the
+  tensors it already has; their sum over layers is g_i . v.
   """
   layers = tapped_layers(model)
-  with _tapping(layers) as taps:
+  with _tapping(layers, copies) as taps:
     with tf.GradientTape(watch_accessed_variables=False) as tape:
       tape.watch(model.trainable_variables)
       predictions = model(x, training=training)
       losses = engine.as_per_example_losses(loss_fn(y, predictions))
       if sample_weight is not None:
         losses = losses * tf.cast(sample_weight, losses.dtype)
+      if copies > 1:
+        tf.debugging.assert_equal(
+            tf.shape(losses)[0] % copies, 0, message=(
+                f"tfdp: with {copies} copies per example the batch must "
+                f"have a multiple of {copies} rows"))
+        losses = tf.reduce_mean(tf.reshape(losses, [-1, copies]), axis=1)
       total_loss = tf.reduce_sum(losses)
   _check_single_calls(taps)
   output_gradients = tape.gradient(
@@ -144,7 +180,27 @@ def _layer_gradients(model: tf.keras.Model, x, y,
       unconnected_gradients=tf.UnconnectedGradients.ZERO)
   per_layer = [tap.rule.gradients(tap, delta)
                for tap, delta in zip(taps, output_gradients)]
-  return per_layer, [tap.layer for tap in taps], losses, predictions
+  center_dots = None if center is None else _center_dots(model, per_layer,
+                                                        taps, center, losses)
+  return _TappedPass(per_layer, [tap.layer for tap in taps], losses,
+                     predictions, center_dots)
+
+
+def _center_dots(model: tf.keras.Model, per_layer, taps,
+                 center: Sequence[tf.Tensor], losses: tf.Tensor) -> tf.Tensor:
+  """g_i . v = sum over layers of each layer's part, [B]."""
+  by_variable = {v.ref(): c for v, c in zip(model.trainable_variables,
+                                            center)}
+  dots = [tf.zeros_like(losses, tf.float32)]
+  for tap, layer_gradients in zip(taps, per_layer):
+    if layer_gradients.dot is None:
+      raise UnsupportedLayerError(
+          f"The clipping rule for layer '{tap.layer.name}' "
+          f"({type(tap.layer).__name__}) gives no inner products g_i . v, "
+          "which centred clipping (a public-gradient centre) needs.")
+    parts = [by_variable[v.ref()] for v in layer_gradients.variables]
+    dots.append(tf.cast(layer_gradients.dot(parts), tf.float32))
+  return tf.add_n(dots)
 
 
 def _squared_norm_sum(per_layer, losses: tf.Tensor) -> tf.Tensor:
@@ -174,11 +230,33 @@ def clipped_gradients(model: tf.keras.Model,
                       l2_norm_clip: float,
                       sample_weight: Optional[tf.Tensor] = None,
                       training: bool = True,
-                      return_predictions: bool = False):
+                      return_predictions: bool = False,
+                      copies_per_example: int = 1,
+                      center: Optional[Sequence[tf.Tensor]] = None):
   """Fast S = sum_i min(1, C/||g_i||) g_i over `model.trainable_variables`.
 
   Same contract as `tfdp.clipping.clipped_gradients` (the exact reference),
   computed from one forward and one backward pass.
+
+  Augmentation multiplicity (De et al. 2022): with `copies_per_example` K,
+  the batch holds K augmented copies of each of B examples, example i's
+  being rows i K .. i K + K - 1, and g_i is the mean of its copies'
+  gradients, clipped as one: S = sum_i min(1, C/||g_i||) g_i with
+  g_i = (1/K) sum_k grad l(x_{i,k}, y_{i,k}). The sensitivity stays C per
+  example. The layer rules treat the copies as more positions of the
+  example (ghost norms and book-keeping as for sequences), so no
+  per-example gradient is made where K = 1 would not make one.
+
+  Centred clipping (DOPE-SGD): with a `center` v that does not depend on
+  the private data (e.g. a public gradient), each example's clipped term is
+  that of g_i - v,
+
+      S = sum_i min(1, C/||g_i - v||) (g_i - v),
+
+  from ||g_i - v||^2 = ||g_i||^2 - 2 g_i . v + ||v||^2 (g_i . v from each
+  rule's tensors, `LayerGradients.dot`) and
+  S = sum_i c_i g_i - (sum_i c_i) v. Each example still moves S by at most
+  C; the caller adds v back after the noise.
 
   Args:
     model: a Keras model (Sequential, Functional, nested or subclassed) whose
@@ -190,22 +268,59 @@ def clipped_gradients(model: tf.keras.Model,
     sample_weight: optional per-example loss weights.
     training: passed to the model's call.
     return_predictions: also return the model's outputs.
+    copies_per_example: K >= 1 (see above); x, y and `sample_weight` then
+      have B K rows.
+    center: None, or v (see above): one tensor per trainable variable, in
+      `model.trainable_variables` order. `norms` are then ||g_i - v||.
 
   Returns:
-    `ClippedGradients`, or (`ClippedGradients`, predictions).
+    `ClippedGradients` (norms and losses per example, [B]), or
+    (`ClippedGradients`, predictions, one per row).
 
   Raises:
     UnsupportedLayerError: see `tapped_layers`; also for a layer called more
       than once per forward pass.
   """
   _validation.check_positive("l2_norm_clip", l2_norm_clip)
-  per_layer, _, losses, predictions = _layer_gradients(
-      model, x, y, loss_fn, sample_weight, training)
-  norms = tf.sqrt(_squared_norm_sum(per_layer, losses))
+  copies = _validation.check_positive_int("copies_per_example",
+                                          copies_per_example)
+  if center is not None:
+    center = [tf.cast(v, var.dtype) for v, var in
+              zip(_check_center(center, model), model.trainable_variables)]
+  tapped = _layer_gradients(model, x, y, loss_fn, sample_weight, training,
+                            copies, center)
+  squared = _squared_norm_sum(tapped.per_layer, tapped.losses)
+  if center is not None:
+    center_squared = tf.add_n([tf.reduce_sum(tf.square(tf.cast(
+        v, tf.float32))) for v in center])
+    # Rounding could make the expanded square slightly negative.
+    squared = tf.maximum(squared - 2.0 * tf.cast(tapped.center_dots,
+                                                 tf.float32)
+                         + center_squared, 0.0)
+  norms = tf.sqrt(squared)
   factors = engine.clip_factors(norms, l2_norm_clip)
-  gradient_sum = _weighted_sums(model, per_layer, [factors] * len(per_layer))
-  result = engine.ClippedGradients(gradient_sum, norms, losses)
-  return (result, predictions) if return_predictions else result
+  gradient_sum = _weighted_sums(model, tapped.per_layer,
+                                [factors] * len(tapped.per_layer))
+  if center is not None:
+    total = tf.reduce_sum(factors)
+    gradient_sum = [g - tf.cast(total, g.dtype) * v
+                    for g, v in zip(gradient_sum, center)]
+  result = engine.ClippedGradients(gradient_sum, norms, tapped.losses)
+  return (result, tapped.predictions) if return_predictions else result
+
+
+def _check_center(center: Sequence[tf.Tensor],
+                  model: tf.keras.Model) -> List[tf.Tensor]:
+  center = list(center)
+  variables = model.trainable_variables
+  shapes_match = len(center) == len(variables) and all(
+      tuple(v.shape) == tuple(var.shape) for v, var in zip(center, variables))
+  if not shapes_match:
+    raise ValueError(
+        "center must hold one tensor per trainable variable of the model, "
+        f"with its shape: expected {[tuple(v.shape) for v in variables]}, "
+        f"got {[tuple(v.shape) for v in center]}")
+  return center
 
 
 def per_layer_norms(model: tf.keras.Model, x, y,
@@ -217,10 +332,9 @@ def per_layer_norms(model: tf.keras.Model, x, y,
   per-layer clipping bounds from data that is not private (or already
   released privately).
   """
-  per_layer, layers, _, _ = _layer_gradients(model, x, y, loss_fn, None,
-                                             training)
+  tapped = _layer_gradients(model, x, y, loss_fn, None, training)
   return {layer.name: tf.sqrt(tf.cast(p.squared_norms, tf.float32))
-          for layer, p in zip(layers, per_layer)}
+          for layer, p in zip(tapped.layers, tapped.per_layer)}
 
 
 def per_layer_clipped_gradients(model: tf.keras.Model,
@@ -256,8 +370,8 @@ def per_layer_clipped_gradients(model: tf.keras.Model,
   Raises:
     ValueError: if `layer_clips` misses a tapped layer or names another.
   """
-  per_layer, layers, losses, _ = _layer_gradients(model, x, y, loss_fn, None,
-                                                  training)
+  per_layer, layers, losses, _, _ = _layer_gradients(model, x, y, loss_fn,
+                                                     None, training)
   names = [layer.name for layer in layers]
   _check_layer_clips(layer_clips, names)
   factors = [engine.clip_factors(tf.sqrt(tf.cast(p.squared_norms, tf.float32)),

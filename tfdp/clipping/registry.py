@@ -13,6 +13,14 @@ the layer input seen at output position t (t = 1..T), delta_{i,t} =
 dL/dz_{i,t} is the gradient of the summed loss with respect to the layer's
 pre-activation output z at that position; g_i is example i's gradient with
 respect to the layer's weights; c_i the clip factor.
+
+Augmentation multiplicity: when each example enters the model as K
+augmented copies (K consecutive rows of the batch, `Tap.copies`), example
+i's gradient is the mean of its copies' gradients, g_i = (1/K) sum_k
+g_{i,k} (the 1/K is in the loss the engine differentiates, hence in delta).
+For a linear map this is sum over (k, t) of a_{i,k,t}^T delta_{i,k,t}: the
+K copies are K T positions of one example, so the rules' formulas hold
+with T replaced by K T, and per-row gradients are summed over copies.
 """
 
 import dataclasses
@@ -31,11 +39,15 @@ class Tap:
     watched: the tensor z whose gradient dL/dz the engine computes in the
       backward pass (the layer's pre-activation output).
     saved: whatever else the rule needs later (inputs, normalised inputs...).
+    copies: how many consecutive rows of the layer's batch belong to one
+      example (augmentation multiplicity K; set by the engine). Rules
+      return norms and clip factors per example, i.e. per K rows.
   """
   layer: tf.keras.layers.Layer
   rule: "LayerRule"
   watched: tf.Tensor
   saved: Dict[str, Any]
+  copies: int = 1
 
 
 @dataclasses.dataclass
@@ -44,13 +56,18 @@ class LayerGradients:
 
   Attributes:
     variables: the layer's trainable variables these gradients are for.
-    squared_norms: shape [B]: ||g_i||^2 over `variables`.
+    squared_norms: shape [B]: ||g_i||^2 over `variables` (B examples, i.e.
+      rows / `Tap.copies`).
     weighted_sum: maps clip factors c (shape [B]) to sum_i c_i g_i, one
       tensor per variable, in the order of `variables`.
+    dot: maps v, one tensor per variable in the order of `variables`, to
+      the inner products g_i . v, shape [B] (for centred clipping); None if
+      the rule does not provide them.
   """
   variables: Sequence[tf.Variable]
   squared_norms: tf.Tensor
   weighted_sum: Callable[[tf.Tensor], List[tf.Tensor]]
+  dot: Optional[Callable[[Sequence[tf.Tensor]], tf.Tensor]] = None
 
 
 class LayerRule:

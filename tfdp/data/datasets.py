@@ -194,6 +194,32 @@ def load_npz(path: Union[str, os.PathLike],
       range, or if `x` and `y` differ in length.
   """
   _check_split_args(test_fraction, seed)
+  whole = read_npz(path)
+  train, test = _train_test_split(whole.x, whole.y, test_fraction, seed)
+  if name is None:
+    name = os.path.splitext(os.path.basename(os.fspath(path)))[0]
+  return ImageDataset(train=train, test=test,
+                      num_classes=int(whole.y.max()) + 1, name=name)
+
+
+def read_npz(path: Union[str, os.PathLike]) -> Split:
+  """All the labelled images of an `.npz` file, as one split.
+
+  For image sets used whole, e.g. synthetic images from a generator
+  (`write_npz`) for a non-private warm-up. The arrays are checked as by
+  `load_npz`.
+
+  Args:
+    path: path of the `.npz` file with images `x` and labels `y`.
+
+  Returns:
+    A `Split`: float32 images in [0, 1] with a channel axis, int64 labels.
+
+  Raises:
+    FileNotFoundError: if there is no file at `path`.
+    ValueError: if an array is missing, empty, of the wrong rank, dtype or
+      range, or if `x` and `y` differ in length.
+  """
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"npz dataset file not found: {path}")
@@ -226,12 +252,27 @@ def load_npz(path: Union[str, os.PathLike],
   x = _to_unit_float(f"x in {path}", x)
   if x.ndim == 3:
     x = x[..., np.newaxis]
-  y = y.astype(np.int64)
-  train, test = _train_test_split(x, y, test_fraction, seed)
-  if name is None:
-    name = os.path.splitext(os.path.basename(path))[0]
-  return ImageDataset(train=train, test=test, num_classes=int(y.max()) + 1,
-                      name=name)
+  return Split(x, y.astype(np.int64))
+
+
+def write_npz(path: Union[str, os.PathLike], images: np.ndarray,
+              labels: np.ndarray) -> None:
+  """Writes labelled images in [0, 1] as uint8 `x` and int64 `y`.
+
+  The file reads back with `read_npz` (or `load_npz`), to within the
+  1/255 of the uint8 rounding.
+
+  Raises:
+    ValueError: for images outside [0, 1] or a length mismatch.
+  """
+  images, labels = np.asarray(images), np.asarray(labels)
+  if len(images) != len(labels):
+    raise ValueError(f"images and labels must have the same length, got "
+                     f"{len(images)} and {len(labels)}")
+  _to_unit_float("images", images)  # checks the range
+  np.savez_compressed(os.fspath(path),
+                      x=np.round(images * 255).astype(np.uint8),
+                      y=labels.astype(np.int64))
 
 
 def _not_prepared_message(name: str, data_dir: Optional[str]) -> str:

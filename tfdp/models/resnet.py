@@ -92,12 +92,18 @@ def normalization_layer(norm: str, channels: int, groups: int,
 class _Builder:
   """Layer helpers shared by the ResNet and WRN definitions."""
 
-  def __init__(self, norm: str, groups: int):
+  def __init__(self, norm: str, groups: int,
+               weight_standardization: bool = False):
     _validation.check_choice("norm", norm, tuple(_NORMALIZATIONS))
     self._groups = _validation.check_positive_int("groups", groups)
     self._normalization = _NORMALIZATIONS[norm]
     # Convolutions followed by a normalisation need no bias (its beta is one).
     self._conv_bias = norm == "none"
+    self._conv_class = tf.keras.layers.Conv2D
+    if weight_standardization:
+      # Imported here for the reason given in _public_batch_normalization.
+      from tfdp import layers  # pylint: disable=g-import-not-at-top
+      self._conv_class = layers.WeightStandardizedConv2D
 
   def conv(self, x: tf.Tensor, filters: int, kernel_size: int, stride: int,
            name: str) -> tf.Tensor:
@@ -106,9 +112,9 @@ class _Builder:
       # TF 2.15.1's oneDNN gets wrong (see tfdp.layers.Subsample).
       x = subsample.Subsample((stride, stride), name=name + "_subsample")(x)
       stride = 1
-    return tf.keras.layers.Conv2D(filters, kernel_size, strides=stride,
-                                  padding="same", use_bias=self._conv_bias,
-                                  name=name)(x)
+    return self._conv_class(filters, kernel_size, strides=stride,
+                            padding="same", use_bias=self._conv_bias,
+                            name=name)(x)
 
   def norm(self, x: tf.Tensor, name: str) -> tf.Tensor:
     layer = self._normalization(x.shape[-1], self._groups, name)
@@ -224,7 +230,8 @@ def wide_resnet(depth: int = 16,
                 input_shape: Tuple[int, ...] = (32, 32, 3),
                 num_classes: int = 10,
                 norm: str = "group",
-                groups: int = 16) -> tf.keras.Model:
+                groups: int = 16,
+                weight_standardization: bool = False) -> tf.keras.Model:
   """Wide residual network WRN-depth-k (Zagoruyko & Komodakis, 2016).
 
   A 3x3 stem convolution with 16 channels, then 3 stages of n = (depth-4)/6
@@ -242,6 +249,9 @@ def wide_resnet(depth: int = 16,
     num_classes: number of logits.
     norm: "public_batch", "group" or "none", as for `resnet18`.
     groups: GroupNormalization groups, as for `resnet18`.
+    weight_standardization: build every convolution as a
+      `tfdp.layers.WeightStandardizedConv2D` (De et al. 2022's WRN-16-4
+      for DP-SGD: with norm="group" and groups=16).
 
   Returns:
     A functional Keras model mapping images to logits.
@@ -261,7 +271,7 @@ def wide_resnet(depth: int = 16,
                      f"multiple of 6 (10, 16, 22, 28, ...), got {depth!r}")
   _validation.check_positive("width_factor", width_factor)
   _validation.check_positive_int("num_classes", num_classes)
-  builder = _Builder(norm, groups)
+  builder = _Builder(norm, groups, weight_standardization)
   channels = tuple(scaled_channels(c, width_factor) for c in (16, 32, 64))
 
   inputs = tf.keras.Input(shape=input_shape)

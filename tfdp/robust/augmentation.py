@@ -31,11 +31,10 @@ post-processing of the DP release: the certificate is Cohen et al.'s and
 costs no privacy.
 
 Augmentation multiplicity (each example's gradient averaged over K noisy
-copies, then clipped, noise added once) is not offered here: the fast
-engine's layer rules treat every row of a layer's input as one example, so
-K copies of an example would be clipped as K examples (an average of
-clipped gradients, not a clipped average, at K times the cost). Doing it
-right needs rules that sum per-example contributions over groups of rows.
+copies, then clipped, noise added once) is `tfdp.make_private(model,
+augmult=K, augment=fn)` with fn drawing the noise for each row, e.g.
+``lambda x: x + tf.random.normal(tf.shape(x), stddev=sigma)``; this class
+draws one noisy version of each example per step.
 """
 
 from typing import Any, Dict, Optional

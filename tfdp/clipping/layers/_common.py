@@ -23,19 +23,56 @@ def weighted_batch_sum(factors: tf.Tensor, per_example: tf.Tensor) -> tf.Tensor:
   return tf.tensordot(tf.cast(factors, per_example.dtype), per_example, axes=1)
 
 
+def group_copies(tensor: tf.Tensor, copies: int) -> tf.Tensor:
+  """[B K, ...] -> [B, K, ...]: each example's K copies on their own axis.
+
+  Rows i K .. i K + K - 1 are example i's copies. For K = 1 the tensor is
+  returned unchanged (no new axis), so the usual path is untouched.
+  """
+  if copies == 1:
+    return tensor
+  dynamic = tf.shape(tensor)
+  rest = [dim if dim is not None else dynamic[axis]
+          for axis, dim in enumerate(tensor.shape[1:], start=1)]
+  return tf.reshape(tensor, [-1, copies] + rest)
+
+
+def sum_copies(per_row: tf.Tensor, copies: int) -> tf.Tensor:
+  """[B K, ...] -> [B, ...]: per-row gradients summed over each example's
+  copies (the 1/K of their mean is already in delta)."""
+  if copies == 1:
+    return per_row
+  return tf.reduce_sum(group_copies(per_row, copies), axis=1)
+
+
 def from_per_example(variables: Sequence[tf.Variable],
-                     per_example: Sequence[tf.Tensor]) -> LayerGradients:
+                     per_example: Sequence[tf.Tensor],
+                     copies: int = 1) -> LayerGradients:
   """`LayerGradients` from materialised per-example gradients.
 
   ||g_i||^2 = sum_v ||g_i(v)||^2 and sum_i c_i g_i is one weighted reduction
   per variable (no second weight-gradient pass).
+
+  Args:
+    variables: the variables the gradients are for.
+    per_example: one tensor per variable, [B K, *variable.shape]: the
+      gradient of each row, summed here over the K copies of each example.
+    copies: K, `Tap.copies`.
   """
-  per_example = list(per_example)
+  per_example = [sum_copies(g, copies) for g in per_example]
   squared = tf.add_n([per_example_squared_norm(g) for g in per_example])
   return LayerGradients(
       variables=list(variables),
       squared_norms=squared,
-      weighted_sum=lambda c: [weighted_batch_sum(c, g) for g in per_example])
+      weighted_sum=lambda c: [weighted_batch_sum(c, g) for g in per_example],
+      dot=lambda v: tf.add_n([per_example_dot(g, u)
+                              for g, u in zip(per_example, v)]))
+
+
+def per_example_dot(per_example: tf.Tensor, vector: tf.Tensor) -> tf.Tensor:
+  """g_i . v for materialised g (shape [B, ...]) and v (shape [...]): [B]."""
+  flat = tf.reshape(per_example, [tf.shape(per_example)[0], -1])
+  return tf.linalg.matvec(flat, tf.reshape(tf.cast(vector, flat.dtype), [-1]))
 
 
 @contextlib.contextmanager

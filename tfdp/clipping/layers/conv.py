@@ -228,7 +228,12 @@ class ConvRule(registry.LayerRule):
   z is the layer's own call with the activation off, so padding, causal
   padding, dilation and groups are exactly Keras's; a 1x1 kernel with
   stride s runs as stride 1 on the input subsampled by s (the same z; see
-  `_without_strided_pointwise`). Subclasses that override
+  `_without_strided_pointwise`). With K copies per example (augmentation
+  multiplicity) the copies are K times more positions t of the example.
+  Inner products with (V, v_b) for centred clipping: g_i . V =
+  sum_t z_V(x_i)_t . delta_{i,t}, z_V the layer's own convolution with
+  kernel V (cost of one forward), plus g_i(b) . v_b.
+  Subclasses that override
   `call` or `convolution_op` (Conv*Transpose, SeparableConv*) take the exact
   fall-back instead, with a warning.
   """
@@ -251,29 +256,51 @@ class ConvRule(registry.LayerRule):
                           tap.saved["kwargs"])
     inputs = _common.once_known(output_gradient,
                                 tf.cast(args[0], output_gradient.dtype))
+    # K copies per example: [B, K, *spatial, C], the copies being one more
+    # position axis (`kernel_offset_views` counts it as positions).
+    inputs = _common.group_copies(inputs, tap.copies)
+    grouped_gradient = _common.group_copies(output_gradient, tap.copies)
     batch, groups, filters = tf.shape(inputs)[0], layer.groups, layer.filters
     variables = [layer.kernel] + ([layer.bias] if layer.use_bias else [])
     # a_{i,t,j,g}: k^r tensors [B, g, T, C_in/g]; delta_{i,t,g}: [B, g, T, p].
     views = (_group_major(view, groups)
-             for view in kernel_offset_views(layer, inputs, output_gradient,
+             for view in kernel_offset_views(layer, inputs, grouped_gradient,
                                              strides=tap.saved["strides"]))
-    positions = static_positions(output_gradient)
-    deltas = _group_major(tf.reshape(output_gradient,
+    positions = static_positions(grouped_gradient)
+    deltas = _group_major(tf.reshape(grouped_gradient,
                                      [batch, positions or -1, filters]), groups)
-    bias_per_example = ([tf.reduce_sum(output_gradient, axis=list(
-        range(1, output_gradient.shape.rank - 1)))] if layer.use_bias else [])
+    bias_per_example = ([tf.reduce_sum(grouped_gradient, axis=list(
+        range(1, grouped_gradient.shape.rank - 1)))] if layer.use_bias else [])
     input_dim = int(layer.kernel.shape[:-1].num_elements())
 
     def filter_gradient(factors):
+      scaled = tf.reshape(_common.scale_examples(factors, grouped_gradient),
+                          tf.shape(output_gradient))
       return _common.weight_vjp(
           lambda: _common.call_without_activation(layer, call, args,
                                                   kwargs)[0],
-          variables, _common.scale_examples(factors, output_gradient))
+          variables, scaled)
+
+    def dot(vector):
+      # g_i . (V, v_b) = sum_t z_V(x_i)_t . delta_{i,t} + g_i(b) . v_b, with
+      # z_V the layer's own convolution of the input with kernel V.
+      with _common.replaced_attributes(
+          layer, kernel=tf.cast(vector[0], output_gradient.dtype),
+          use_bias=False):
+        projected = _common.call_without_activation(layer, call, args,
+                                                    kwargs)[0]
+      dots = tf.reduce_sum(_common.group_copies(
+          projected * output_gradient, tap.copies),
+                           axis=list(range(1, grouped_gradient.shape.rank)))
+      if bias_per_example:
+        dots += tf.linalg.matvec(bias_per_example[0],
+                                 tf.cast(vector[1], output_gradient.dtype))
+      return dots
 
     if not positions or not _common.prefer_ghost_norm(
         positions, input_dim, filters // groups, groups=groups):
       return _explicit(layer, variables, views, deltas, bias_per_example,
-                       filter_gradient,
+                       filter_gradient, dot,
                        keep=_common.keep_per_example_gradients(
                            int(layer.kernel.shape.num_elements()),
                            output_gradient))
@@ -282,11 +309,11 @@ class ConvRule(registry.LayerRule):
     squared = tf.reduce_sum(activation_gram * gradient_gram, axis=[1, 2, 3])
     if bias_per_example:
       squared += _common.per_example_squared_norm(bias_per_example[0])
-    return registry.LayerGradients(variables, squared, filter_gradient)
+    return registry.LayerGradients(variables, squared, filter_gradient, dot)
 
 
 def _explicit(layer, variables, views, deltas, bias_per_example,
-              filter_gradient, keep: bool) -> registry.LayerGradients:
+              filter_gradient, dot, keep: bool) -> registry.LayerGradients:
   """Norms from explicit per-example gradients, made one offset at a time.
 
   G_i[j, g] = a_{i,.,j,g}^T delta_{i,.,g} ([B, g, C_in/g, p] per offset j)
@@ -302,7 +329,7 @@ def _explicit(layer, variables, views, deltas, bias_per_example,
         views, lambda v: _common.per_example_squared_norm(per_offset(v))) +
                        [_common.per_example_squared_norm(b)
                         for b in bias_per_example])
-    return registry.LayerGradients(variables, squared, filter_gradient)
+    return registry.LayerGradients(variables, squared, filter_gradient, dot)
   kernel_per_offset = chained(views, per_offset)
   squared = tf.add_n([_common.per_example_squared_norm(g)
                       for g in kernel_per_offset + bias_per_example])
@@ -317,4 +344,4 @@ def _explicit(layer, variables, views, deltas, bias_per_example,
     return [kernel] + [_common.weighted_batch_sum(factors, b)
                        for b in bias_per_example]
 
-  return registry.LayerGradients(variables, squared, weighted_sum)
+  return registry.LayerGradients(variables, squared, weighted_sum, dot)

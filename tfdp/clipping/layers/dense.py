@@ -21,6 +21,9 @@ class DenseRule(registry.LayerRule):
 
   Clipped sum: sum_i c_i g_i(W) = A^T (c . Delta), i.e. one weight-gradient
   matmul with scaled output gradients; from the explicit G_i when they exist.
+
+  With K copies per example (augmentation multiplicity) the example's K rows
+  are its K T positions, so the T > 1 forms apply with T -> K T.
   """
 
   def forward(self, layer, call, args, kwargs):
@@ -28,19 +31,23 @@ class DenseRule(registry.LayerRule):
     return outputs, registry.Tap(layer, self, z, {"inputs": args[0]})
 
   def gradients(self, tap, output_gradient):
-    layer = tap.layer
+    layer, copies = tap.layer, tap.copies
     inputs = tf.cast(tap.saved["inputs"], output_gradient.dtype)
-    batch = tf.shape(inputs)[0]
     input_dim = int(layer.kernel.shape[0])
     output_dim = int(layer.kernel.shape[1])
     variables = [layer.kernel] + ([layer.bias] if layer.use_bias else [])
-    if inputs.shape.rank == 2:
+    if inputs.shape.rank == 2 and copies == 1:
       return self._rank2(variables, inputs, output_gradient)
-    activations = tf.reshape(inputs, [batch, -1, input_dim])
-    deltas = tf.reshape(output_gradient, [batch, -1, output_dim])
+    # [B, T, D] with T = K x the positions of one row (static if known, so
+    # that the choice below sees it inside tf.function too).
+    row_positions = inputs.shape[1:-1].num_elements()
+    positions = copies * row_positions if row_positions else None
+    examples = tf.shape(inputs)[0] // copies
+    activations = tf.reshape(inputs, [examples, positions or -1, input_dim])
+    deltas = tf.reshape(output_gradient,
+                        [examples, positions or -1, output_dim])
     bias_per_example = [tf.reduce_sum(deltas, axis=1)] if layer.use_bias else []
-    positions = int(activations.shape[1]) if activations.shape[1] else 1
-    if not _common.prefer_ghost_norm(positions, input_dim, output_dim):
+    if not _common.prefer_ghost_norm(positions or 1, input_dim, output_dim):
       kernel_per_example = tf.einsum("btd,btp->bdp", activations, deltas)
       return _common.from_per_example(variables,
                                       [kernel_per_example] + bias_per_example)
@@ -54,7 +61,25 @@ class DenseRule(registry.LayerRule):
       bias = [tf.reduce_sum(scaled, axis=[0, 1])] if layer.use_bias else []
       return [kernel] + bias
 
-    return registry.LayerGradients(variables, squared, weighted_sum)
+    return registry.LayerGradients(
+        variables, squared, weighted_sum,
+        dot=lambda v: self._dot(activations, deltas, v))
+
+  @staticmethod
+  def _dot(activations, deltas, vector):
+    """g_i . (V, v_b) = sum_t (a_{i,t} V) . delta_{i,t} + (sum_t delta_{i,t}) . v_b.
+
+    Args:
+      activations: [B, T, D]; deltas: [B, T, p]; vector: V [D, p] and, with
+        a bias, v_b [p].
+    """
+    projected = tf.einsum("btd,dp->btp", activations,
+                          tf.cast(vector[0], activations.dtype))
+    dots = tf.reduce_sum(projected * deltas, axis=[1, 2])
+    if len(vector) == 2:
+      dots += tf.linalg.matvec(tf.reduce_sum(deltas, axis=1),
+                               tf.cast(vector[1], deltas.dtype))
+    return dots
 
   @staticmethod
   def _rank2(variables, inputs, deltas):
@@ -69,4 +94,6 @@ class DenseRule(registry.LayerRule):
       return [kernel] + ([tf.reduce_sum(scaled, axis=0)]
                          if len(variables) == 2 else [])
 
-    return registry.LayerGradients(variables, squared, weighted_sum)
+    return registry.LayerGradients(
+        variables, squared, weighted_sum,
+        dot=lambda v: DenseRule._dot(inputs[:, None], deltas[:, None], v))

@@ -94,4 +94,4 @@ class DepthwiseConvRule(registry.LayerRule):
       variables.append(layer.bias)
       per_example.append(tf.reduce_sum(output_gradient,
                                        axis=list(range(1, rank + 1))))
-    return _common.from_per_example(variables, per_example)
+    return _common.from_per_example(variables, per_example, tap.copies)

@@ -16,7 +16,7 @@ class EmbeddingRule(registry.LayerRule):
 
   the ghost norm with a one-hot input (cost B T^2 d, never the V x d
   per-example gradient). Clipped sum: a scatter-add of c_i delta_{i,t} into
-  rows k_{i,t}.
+  rows k_{i,t}. Inner product with V: g_i . V = sum_t V[k_{i,t}] . delta_{i,t}.
   """
 
   def forward(self, layer, call, args, kwargs):
@@ -26,7 +26,8 @@ class EmbeddingRule(registry.LayerRule):
   def gradients(self, tap, output_gradient):
     layer = tap.layer
     dim = int(layer.embeddings.shape[1])
-    batch = tf.shape(output_gradient)[0]
+    # K copies per example: its K rows are K T positions of the example.
+    batch = tf.shape(output_gradient)[0] // tap.copies
     ids = tf.reshape(tf.cast(tap.saved["ids"], tf.int64), [batch, -1])
     deltas = tf.reshape(output_gradient, [batch, -1, dim])
     same_id = tf.cast(tf.equal(ids[:, :, None], ids[:, None, :]), deltas.dtype)
@@ -39,4 +40,10 @@ class EmbeddingRule(registry.LayerRule):
           tf.reshape(scaled, [-1, dim]), tf.reshape(ids, [-1]),
           int(layer.embeddings.shape[0]))]
 
-    return registry.LayerGradients([layer.embeddings], squared, weighted_sum)
+    def dot(vector):
+      # g_i . V = sum_t V[k_{i,t}] . delta_{i,t}.
+      rows = tf.gather(tf.cast(vector[0], deltas.dtype), ids)
+      return tf.reduce_sum(rows * deltas, axis=[1, 2])
+
+    return registry.LayerGradients([layer.embeddings], squared, weighted_sum,
+                                   dot)

@@ -59,4 +59,4 @@ class FallbackRule(registry.LayerRule):
           f"The per-example fall-back for layer '{tap.layer.name}' "
           f"({type(tap.layer).__name__}) cannot run: re-running it on one "
           f"example at a time failed with: {error}") from error
-    return _common.from_per_example(variables, per_example)
+    return _common.from_per_example(variables, per_example, tap.copies)

@@ -51,4 +51,4 @@ class NormalizationRule(registry.LayerRule):
     if layer.center:
       variables.append(layer.beta)
       per_example.append(tf.reduce_sum(output_gradient, axis=summed_axes))
-    return _common.from_per_example(variables, per_example)
+    return _common.from_per_example(variables, per_example, tap.copies)

@@ -11,10 +11,11 @@ reported. Each row of the ablation adds parts to plain DP-SGD:
   warmup_synthetic   + warm-up on the public slice and --synthetic_size
                      images from a conditional GAN trained (non-privately)
                      on it (or --synthetic_npz).
-  augmult4/16        warmup_synthetic + augmentation multiplicity K = 4/16.
-  dope, mirror       warmup_synthetic + augmult4 + DOPE-SGD / Mirror-GD
-                     (a public batch of --public_batch_size each step).
-  ema                warmup_synthetic + augmult4 + parameter EMA.
+  augmult4/16        warmup_public + augmentation multiplicity K = 4/16.
+  dope, mirror       warmup_public + DOPE-SGD / Mirror-GD (a public batch
+                     of --public_batch_size each step).
+  ema                warmup_public + parameter EMA.
+  augmult4_dope_ema  warmup_public + all three.
 
 Each (row, epsilon) runs --seeds times; the noise multiplier is calibrated
 so that --epochs of Poisson-sampled batches spend the epsilon at --delta.
@@ -58,7 +59,7 @@ _EXPERIMENT = "dp_public_data"
 flags.set_default(data_flags.VALIDATION_FRACTION, 0.1)
 flags.set_default(training_flags.BATCH_SIZE, 256)
 flags.set_default(training_flags.EPOCHS, 15)
-flags.set_default(training_flags.LEARNING_RATE, 1.0)
+flags.set_default(training_flags.LEARNING_RATE, 0.25)
 flags.set_default(training_flags.MOMENTUM, 0.5)
 flags.set_default(privacy_flags.L2_NORM_CLIP, 1.0)
 shared_flags.adopt_key_flags(data_flags, output_flags, privacy_flags,
@@ -78,11 +79,14 @@ ROWS: Dict[str, Row] = {
     "dpsgd": Row(),
     "warmup_public": Row(warmup="public"),
     "warmup_synthetic": Row(warmup="synthetic"),
-    "augmult4": Row(warmup="synthetic", augmult=4),
-    "augmult16": Row(warmup="synthetic", augmult=16),
-    "dope": Row(warmup="synthetic", augmult=4, extender="dope"),
-    "mirror": Row(warmup="synthetic", augmult=4, extender="mirror"),
-    "ema": Row(warmup="synthetic", augmult=4, ema=True),
+    # Each further part alone on the public warm-up, then together.
+    "augmult4": Row(warmup="public", augmult=4),
+    "augmult16": Row(warmup="public", augmult=16),
+    "dope": Row(warmup="public", extender="dope"),
+    "mirror": Row(warmup="public", extender="mirror"),
+    "ema": Row(warmup="public", ema=True),
+    "augmult4_dope_ema": Row(warmup="public", augmult=4, extender="dope",
+                             ema=True),
 }
 
 
@@ -299,6 +303,9 @@ def main(argv):
               f"{runs[-1]['validation_accuracy']:.4f}, test "
               f"{runs[-1]['test_accuracy']:.4f} "
               f"({runs[-1]['seconds']:.0f} s)", flush=True)
+  # Read back: another process may have added runs to the same log (two
+  # shares of the rows run side by side, the second with --resume).
+  runs = _report.read_json_lines(log_path)
   summary = _summary(runs)
   settings = {"command": " ".join(["python -m experiments." + _EXPERIMENT] +
                                   sys.argv[1:]),

@@ -166,6 +166,38 @@ MUTATIONS: Sequence[Mutation] = (
         "math.sqrt(int(np.prod(image_shape))) / mean_size\n",
         "math.sqrt(int(np.prod(image_shape))) / (2 * mean_size)\n",
         _GAN_TRAINER),
+    Mutation(
+        "augmult_copies_clipped_apart",
+        "augmentation multiplicity clips each copy as an example (K times "
+        "the examples, noise calibrated to B)",
+        "tfdp/private.py",
+        "                                copies_per_example=copies, "
+        "center=center)",
+        "                                copies_per_example=1, center=center)",
+        ("tests/test_augmult.py", "tests/test_training_noise.py")),
+    Mutation(
+        "augmult_copies_not_summed",
+        "a materialised rule averages its copies' gradients twice",
+        "tfdp/clipping/layers/_common.py",
+        "  return tf.reduce_sum(group_copies(per_row, copies), axis=1)",
+        "  return tf.reduce_mean(group_copies(per_row, copies), axis=1)",
+        ("tests/clipping/test_augmult.py",)),
+    Mutation(
+        "dope_center_not_subtracted",
+        "DOPE-SGD clips around p but the sum misses -(sum_i c_i) p, so one "
+        "example moves it by more than C",
+        "tfdp/clipping/fast.py",
+        "    gradient_sum = [g - tf.cast(total, g.dtype) * v",
+        "    gradient_sum = [g - 0.0 * tf.cast(total, g.dtype) * v",
+        ("tests/clipping/test_centered.py",
+         "tests/test_public_gradients.py")),
+    Mutation(
+        "ws_conv_jacobian_ignored",
+        "the weight-standardised rule takes W_hat's norm for W's",
+        "tfdp/clipping/layers/weight_standardized_conv.py",
+        "    squared = tf.maximum(squared, 0.0)  # rounding of the subtractions",
+        "    squared = super().gradients(tap, output_gradient).squared_norms",
+        ("tests/layers/test_weight_standardization.py",)),
 )
 
 

@@ -37,3 +37,18 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
   assert spent.steps == 2 * namespace["batches"].steps_per_epoch
   assert 0 < spent.epsilon <= 3.0
   assert (tmp_path / "runs" / "tour" / "privacy").is_dir()
+
+
+def test_public_data_docs_example_runs():
+  """docs/public_data.md's first example: warm-up, augmult, DOPE, EMA."""
+  example = re.findall(r"```python\n(.*?)```",
+                       (ROOT / "docs" / "public_data.md").read_text(),
+                       flags=re.S)[0]
+  assert "epochs=5," in example
+  namespace = {}
+  exec(compile(example.replace("epochs=5,", "epochs=1,").replace(  # pylint: disable=exec-used
+      "print(accountant.spent())", ""), "public_data.md", "exec"), namespace)
+  spent = namespace["accountant"].spent()
+  assert spent.steps == namespace["batches"].steps_per_epoch
+  options = namespace["model"]._tfdp_options  # pylint: disable=protected-access
+  assert options.augmult == 4 and options.public_gradient is not None

@@ -192,6 +192,13 @@ MUTATIONS: Sequence[Mutation] = (
         ("tests/clipping/test_centered.py",
          "tests/test_public_gradients.py")),
     Mutation(
+        "dope_rounding_margin_removed",
+        "centred norms clipped without the float32 cancellation margin, so "
+        "a term near the centre can be longer than C",
+        "tfdp/clipping/fast.py", "_CENTERED_ROUNDING_MARGIN = 1e-6",
+        "_CENTERED_ROUNDING_MARGIN = 0.0",
+        ("tests/clipping/test_centered.py",)),
+    Mutation(
         "ws_conv_jacobian_ignored",
         "the weight-standardised rule takes W_hat's norm for W's",
         "tfdp/clipping/layers/weight_standardized_conv.py",

@@ -77,3 +77,24 @@ def test_center_of_the_wrong_shape_is_refused():
     fast.clipped_gradients(model, np.zeros((2, 5), np.float32),
                            np.zeros(2, np.int64), LOSS, 1.0,
                            center=[np.zeros((5, 6), np.float32)])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_term_near_the_center_is_never_longer_than_the_clip(seed):
+  """g_i - v tiny against g_i: float32 cancellation must not lengthen it.
+
+  One example, v = (1 - 1e-4) g_0 (so ||g_0 - v|| = 1e-4 ||g_0||) and a clip
+  bound half that: the clipped sum is the one clipped term, of norm <= C.
+  """
+  tf.keras.utils.set_random_seed(seed)
+  model = test_augmult._conv_net()  # pylint: disable=protected-access
+  x, y = test_augmult._data(model, "float", examples=1, seed=seed)  # pylint: disable=protected-access
+  (gradient,) = oracle.per_example_gradients(model, x[:1], y[:1], LOSS)
+  center = [((1 - 1e-4) * g).astype(np.float32) for g in gradient]
+  exact = oracle.norms(oracle.minus([gradient], center))[0]
+  clip = 0.5 * exact
+  result = fast.clipped_gradients(model, x[:1], y[:1], LOSS, clip,
+                                  center=center)
+  length = np.sqrt(sum(np.sum(np.square(np.asarray(g, np.float64)))
+                       for g in result.gradient_sum))
+  assert length <= clip

@@ -290,15 +290,12 @@ def clipped_gradients(model: tf.keras.Model,
   tapped = _layer_gradients(model, x, y, loss_fn, sample_weight, training,
                             copies, center)
   squared = _squared_norm_sum(tapped.per_layer, tapped.losses)
+  clipping_squared = squared
   if center is not None:
-    center_squared = tf.add_n([tf.reduce_sum(tf.square(tf.cast(
-        v, tf.float32))) for v in center])
-    # Rounding could make the expanded square slightly negative.
-    squared = tf.maximum(squared - 2.0 * tf.cast(tapped.center_dots,
-                                                 tf.float32)
-                         + center_squared, 0.0)
+    squared, clipping_squared = _centered_squared_norms(
+        squared, tf.cast(tapped.center_dots, tf.float32), center)
   norms = tf.sqrt(squared)
-  factors = engine.clip_factors(norms, l2_norm_clip)
+  factors = engine.clip_factors(tf.sqrt(clipping_squared), l2_norm_clip)
   gradient_sum = _weighted_sums(model, tapped.per_layer,
                                 [factors] * len(tapped.per_layer))
   if center is not None:
@@ -307,6 +304,32 @@ def clipped_gradients(model: tf.keras.Model,
                     for g, v in zip(gradient_sum, center)]
   result = engine.ClippedGradients(gradient_sum, norms, tapped.losses)
   return (result, tapped.predictions) if return_predictions else result
+
+
+# Relative rounding margin of the centred norms (about 16 float32 epsilons).
+_CENTERED_ROUNDING_MARGIN = 1e-6
+
+
+def _centered_squared_norms(squared: tf.Tensor, dots: tf.Tensor,
+                            center: Sequence[tf.Tensor]):
+  """||g_i - v||^2 = ||g_i||^2 - 2 g_i . v + ||v||^2, and the value to clip by.
+
+  Where g_i is close to v the expansion cancels: float32 rounding of its
+  terms, relative to their size ||g_i||^2 + 2|g_i . v| + ||v||^2, could
+  make the computed norm smaller than the true one, and an example's clipped
+  term slightly longer than C. The clip factors therefore use the square
+  plus `_CENTERED_ROUNDING_MARGIN` times that size, which can only shorten
+  the terms.
+
+  Returns:
+    (the squared norms, the squared norms the clip factors use), [B] each.
+  """
+  center_squared = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32)))
+                             for v in center])
+  # Rounding could make the expanded square slightly negative.
+  centered = tf.maximum(squared - 2.0 * dots + center_squared, 0.0)
+  size = squared + 2.0 * tf.abs(dots) + center_squared
+  return centered, centered + _CENTERED_ROUNDING_MARGIN * size
 
 
 def _check_center(center: Sequence[tf.Tensor],

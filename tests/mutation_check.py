@@ -195,8 +195,8 @@ MUTATIONS: Sequence[Mutation] = (
         "dope_rounding_margin_removed",
         "centred norms clipped without the float32 cancellation margin, so "
         "a term near the centre can be longer than C",
-        "tfdp/clipping/fast.py", "_CENTERED_ROUNDING_MARGIN = 1e-6",
-        "_CENTERED_ROUNDING_MARGIN = 0.0",
+        "tfdp/clipping/layers/_common.py", "CANCELLATION_MARGIN = 1e-6",
+        "CANCELLATION_MARGIN = 0.0",
         ("tests/clipping/test_centered.py",)),
     Mutation(
         "ws_conv_jacobian_ignored",

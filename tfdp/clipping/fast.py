@@ -22,6 +22,7 @@ from tfdp import _validation
 from tfdp.clipping import engine
 from tfdp.clipping import registry
 # Importing the rules registers them.
+from tfdp.clipping.layers import _common
 from tfdp.clipping.layers import conv  # pylint: disable=unused-import
 from tfdp.clipping.layers import dense  # pylint: disable=unused-import
 from tfdp.clipping.layers import depthwise  # pylint: disable=unused-import
@@ -306,30 +307,23 @@ def clipped_gradients(model: tf.keras.Model,
   return (result, tapped.predictions) if return_predictions else result
 
 
-# Relative rounding margin of the centred norms (about 16 float32 epsilons).
-_CENTERED_ROUNDING_MARGIN = 1e-6
-
-
 def _centered_squared_norms(squared: tf.Tensor, dots: tf.Tensor,
                             center: Sequence[tf.Tensor]):
   """||g_i - v||^2 = ||g_i||^2 - 2 g_i . v + ||v||^2, and the value to clip by.
 
-  Where g_i is close to v the expansion cancels: float32 rounding of its
-  terms, relative to their size ||g_i||^2 + 2|g_i . v| + ||v||^2, could
-  make the computed norm smaller than the true one, and an example's clipped
-  term slightly longer than C. The clip factors therefore use the square
-  plus `_CENTERED_ROUNDING_MARGIN` times that size, which can only shorten
-  the terms.
+  Where g_i is close to v the expansion cancels, and float32 rounding could
+  make the computed norm smaller than the true one, an example's clipped
+  term then longer than C: the clip factors use `_common.safe_difference`,
+  which adds a margin of the terms' size and can only shorten the terms.
 
   Returns:
     (the squared norms, the squared norms the clip factors use), [B] each.
   """
   center_squared = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32)))
                              for v in center])
+  clipping = _common.safe_difference(squared + center_squared, 2.0 * dots)
   # Rounding could make the expanded square slightly negative.
-  centered = tf.maximum(squared - 2.0 * dots + center_squared, 0.0)
-  size = squared + 2.0 * tf.abs(dots) + center_squared
-  return centered, centered + _CENTERED_ROUNDING_MARGIN * size
+  return tf.maximum(squared + center_squared - 2.0 * dots, 0.0), clipping
 
 
 def _check_center(center: Sequence[tf.Tensor],

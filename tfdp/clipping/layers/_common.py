@@ -189,6 +189,24 @@ def weight_vjp(linear_fn: Callable[[], tf.Tensor],
                        unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
 
+# Relative float32 rounding margin of a squared norm computed as a difference
+# (about 16 float32 epsilons of the size of its terms).
+CANCELLATION_MARGIN = 1e-6
+
+
+def safe_difference(total: tf.Tensor, subtracted: tf.Tensor) -> tf.Tensor:
+  """A squared norm computed as total - subtracted, never underestimated.
+
+  Where the two nearly cancel, float32 rounding of the terms (relative to
+  their size, total + |subtracted|) could make the difference smaller than
+  the true squared norm, hence a clip factor too large and a clipped term
+  longer than C. The result adds `CANCELLATION_MARGIN` times that size,
+  which can only shorten the clipped terms. `total` >= 0; shapes [B].
+  """
+  difference = tf.maximum(total - subtracted, 0.0)
+  return difference + CANCELLATION_MARGIN * (total + tf.abs(subtracted))
+
+
 def scale_examples(factors: tf.Tensor, tensor: tf.Tensor) -> tf.Tensor:
   """c_i * tensor[i] for a batch-major tensor of any rank."""
   shape = tf.concat([tf.shape(factors), tf.ones([tf.rank(tensor) - 1],

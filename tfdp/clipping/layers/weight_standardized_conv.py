@@ -49,7 +49,10 @@ class WeightStandardizedConvRule(conv.ConvRule):
     v . G~_o = sum_t (x * W_hat)_{t,o} delta~_{t,o} / sqrt(n).
 
   ||G~_o||^2 is the Conv2D rule's norm (ghost or explicit) for delta~; the
-  two projections cost one convolution each. The clipped sum is the
+  two projections cost one convolution each. Where they nearly cancel it
+  (a gradient along the filter's own scale), the difference gets
+  `_common.safe_difference`'s float32 margin, so the norm is never
+  underestimated. The clipped sum is the
   layer's own weight gradient for c . delta (standardisation included, by
   autodiff), and g_i . V = g_i(W_hat) . J V, one convolution with kernel
   J V.
@@ -82,9 +85,9 @@ class WeightStandardizedConvRule(conv.ConvRule):
                                copies) / fan_in**0.5
     along_v = _per_example_sum(_convolve(layer, tap, standardized) *
                                scaled_gradient, copies) / fan_in**0.5
-    squared -= tf.reduce_sum(tf.square(along_u) +
-                             (2.0 - ratio) * tf.square(along_v), axis=1)
-    squared = tf.maximum(squared, 0.0)  # rounding of the subtractions
+    # ||G~||^2 less the projections: a difference that can cancel.
+    squared = _common.safe_difference(squared, tf.reduce_sum(
+        tf.square(along_u) + (2.0 - ratio) * tf.square(along_v), axis=1))
     if layer.use_bias:
       squared += _common.per_example_squared_norm(bias_gradient)
 

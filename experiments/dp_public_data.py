@@ -230,8 +230,9 @@ def _accuracy(model: tf.keras.Model, split: tfdp.data.Split) -> float:
 def _summary(runs: List[Dict[str, object]]) -> List[Dict[str, object]]:
   """Mean and standard deviation over seeds of each (row, epsilon)."""
   table = []
-  for name in dict.fromkeys(r["row"] for r in runs):
-    for epsilon in dict.fromkeys(r["target_epsilon"] for r in runs):
+  order = list(ROWS)
+  for name in sorted({r["row"] for r in runs}, key=order.index):
+    for epsilon in sorted({r["target_epsilon"] for r in runs}):
       group = [r for r in runs
                if r["row"] == name and r["target_epsilon"] == epsilon]
       if not group:

@@ -157,7 +157,8 @@ def _warm_up(model: tf.keras.Model, warmup: tfdp.data.Split) -> None:
           public_flags.WARMUP_LEARNING_RATE.value, momentum=0.9),
       loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
       metrics=["accuracy"])
-  model.fit(warmup.x, warmup.y, batch_size=public_flags.WARMUP_BATCH_SIZE.value,
+  model.fit(warmup.x, warmup.y,
+            batch_size=public_flags.WARMUP_BATCH_SIZE.value,
             epochs=public_flags.WARMUP_EPOCHS.value, verbose=0)
 
 

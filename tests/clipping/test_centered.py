@@ -16,6 +16,10 @@ from tfdp.clipping.layers import _common
 
 RTOL = 1e-5
 LOSS = test_augmult.LOSS
+# pylint: disable=protected-access
+MODELS, DATA = test_augmult._MODELS, test_augmult._data
+MLP, CONV_NET = test_augmult._mlp, test_augmult._conv_net
+# pylint: enable=protected-access
 
 
 def _center(model, seed, scale):
@@ -26,16 +30,16 @@ def _center(model, seed, scale):
 
 @pytest.mark.parametrize("path", ["ghost", "explicit", "explicit-recomputed"])
 @pytest.mark.parametrize("copies", [1, test_augmult.COPIES])
-@pytest.mark.parametrize("name", sorted(test_augmult._MODELS))  # pylint: disable=protected-access
+@pytest.mark.parametrize("name", sorted(MODELS))
 def test_centered_norms_and_sum_match_oracle(name, copies, path, monkeypatch):
   monkeypatch.setattr(_common, "prefer_ghost_norm",
                       lambda *a, **k: path == "ghost")
   monkeypatch.setattr(_common, "keep_per_example_gradients",
                       lambda *a: path == "explicit")
   tf.keras.utils.set_random_seed(11)
-  make, kind = test_augmult._MODELS[name]  # pylint: disable=protected-access
+  make, kind = MODELS[name]
   model = make()
-  x, y = test_augmult._data(model, kind, examples=5, seed=11)  # pylint: disable=protected-access
+  x, y = DATA(model, kind, examples=5, seed=11)
   if copies == 1:
     x, y = x[::test_augmult.COPIES], y[::test_augmult.COPIES]
   per_example = oracle.mean_over_copies(
@@ -59,8 +63,8 @@ def test_centered_norms_and_sum_match_oracle(name, copies, path, monkeypatch):
 
 def test_zero_center_is_plain_clipping():
   tf.keras.utils.set_random_seed(12)
-  model = test_augmult._mlp()  # pylint: disable=protected-access
-  x, y = test_augmult._data(model, "float", examples=4, seed=12)  # pylint: disable=protected-access
+  model = MLP()
+  x, y = DATA(model, "float", examples=4, seed=12)
   plain = fast.clipped_gradients(model, x, y, LOSS, 0.3)
   centered = fast.clipped_gradients(
       model, x, y, LOSS, 0.3,
@@ -72,7 +76,7 @@ def test_zero_center_is_plain_clipping():
 
 
 def test_center_of_the_wrong_shape_is_refused():
-  model = test_augmult._mlp()  # pylint: disable=protected-access
+  model = MLP()
   with pytest.raises(ValueError, match="center must hold one tensor per"):
     fast.clipped_gradients(model, np.zeros((2, 5), np.float32),
                            np.zeros(2, np.int64), LOSS, 1.0,
@@ -87,8 +91,8 @@ def test_a_term_near_the_center_is_never_longer_than_the_clip(seed):
   bound half that: the clipped sum is the one clipped term, of norm <= C.
   """
   tf.keras.utils.set_random_seed(seed)
-  model = test_augmult._conv_net()  # pylint: disable=protected-access
-  x, y = test_augmult._data(model, "float", examples=1, seed=seed)  # pylint: disable=protected-access
+  model = CONV_NET()
+  x, y = DATA(model, "float", examples=1, seed=seed)
   (gradient,) = oracle.per_example_gradients(model, x[:1], y[:1], LOSS)
   center = [((1 - 1e-4) * g).astype(np.float32) for g in gradient]
   exact = oracle.norms(oracle.minus([gradient], center))[0]

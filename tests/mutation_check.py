@@ -202,8 +202,9 @@ MUTATIONS: Sequence[Mutation] = (
         "ws_conv_jacobian_ignored",
         "the weight-standardised rule takes W_hat's norm for W's",
         "tfdp/clipping/layers/weight_standardized_conv.py",
-        "    squared = tf.maximum(squared, 0.0)  # rounding of the subtractions",
-        "    squared = super().gradients(tap, output_gradient).squared_norms",
+        "        tf.square(along_u) + (2.0 - ratio) * tf.square(along_v), "
+        "axis=1))",
+        "        0.0 * along_u, axis=1))",
         ("tests/layers/test_weight_standardization.py",)),
 )
 

@@ -52,10 +52,9 @@ class WeightStandardizedConvRule(conv.ConvRule):
   two projections cost one convolution each. Where they nearly cancel it
   (a gradient along the filter's own scale), the difference gets
   `_common.safe_difference`'s float32 margin, so the norm is never
-  underestimated. The clipped sum is the
-  layer's own weight gradient for c . delta (standardisation included, by
-  autodiff), and g_i . V = g_i(W_hat) . J V, one convolution with kernel
-  J V.
+  underestimated. The clipped sum is the layer's own weight gradient for
+  c . delta (standardisation included, by autodiff), and
+  g_i . V = g_i(W_hat) . J V, one convolution with kernel J V.
   """
 
   def applies_to(self, layer):

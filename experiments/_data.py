@@ -44,15 +44,10 @@ def load_dataset() -> tfdp.data.ImageDataset:
   --split_seed) and `train` is the rest, so that model selection never sees
   the test split; `evaluated_on()` says which it is.
   """
-  dataset = _load()
-  fraction = data_flags.VALIDATION_FRACTION.value
-  if not fraction:
-    return dataset
-  train, validation = tfdp.data.split(dataset.train, fraction,
-                                      seed=data_flags.SPLIT_SEED.value)
-  return tfdp.data.ImageDataset(train=train, test=validation,
-                                num_classes=dataset.num_classes,
-                                name=dataset.name)
+  if not data_flags.VALIDATION_FRACTION.value:
+    return _load()
+  dataset, validation = load_with_validation()
+  return dataclasses.replace(dataset, test=validation)
 
 
 def load_with_validation() -> Tuple[tfdp.data.ImageDataset, tfdp.data.Split]:

@@ -149,7 +149,8 @@ def keep_per_example_gradients(elements_per_example: int,
 
   Args:
     elements_per_example: the size of one example's gradient.
-    output_gradient: delta, batch-major; 0 elements if not static.
+    output_gradient: delta, example-major ([B, K, ...] with K copies per
+      example, whose delta is K rows'); 0 elements if not static.
   """
   return elements_per_example <= (output_gradient.shape[1:].num_elements()
                                   or 0)

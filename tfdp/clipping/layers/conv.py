@@ -303,7 +303,7 @@ class ConvRule(registry.LayerRule):
                        filter_gradient, dot,
                        keep=_common.keep_per_example_gradients(
                            int(layer.kernel.shape.num_elements()),
-                           output_gradient))
+                           grouped_gradient))
     activation_gram = _patch_gram(views)
     gradient_gram = tf.matmul(deltas, deltas, transpose_b=True)
     squared = tf.reduce_sum(activation_gram * gradient_gram, axis=[1, 2, 3])

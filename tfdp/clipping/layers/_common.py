@@ -122,16 +122,22 @@ def prefer_ghost_norm(positions: int, input_dim: int, output_dim: int,
                       batch_size_hint: int = 128, groups: int = 1) -> bool:
   """Mixed ghost clipping's choice for a linear map with T output positions.
 
-  The ghost norm costs ~ B T^2 (D + p) and the explicit per-example gradient
-  ~ B T D p (memory B D p); the cheaper wins, unless the explicit gradients
-  would not fit in `EXPLICIT_MEMORY_LIMIT_BYTES` for a batch of
-  `batch_size_hint`. D and p are per group.
+  The ghost norm costs ~ B T^2 (D + p) arithmetic and holds the two Gram
+  matrices (2 g T^2 per example); the explicit per-example gradient costs
+  ~ B T D p and holds g D p per example. The cheaper wins, unless the
+  explicit gradients would not fit in `EXPLICIT_MEMORY_LIMIT_BYTES` for a
+  batch of `batch_size_hint` AND hold more than the Gram matrices (with many
+  positions, e.g. K augmented copies per example, the Gram matrices are the
+  larger of the two and the limit would buy nothing). D and p are per group.
   """
   ghost_cost = positions * positions * (input_dim + output_dim)
   explicit_cost = positions * input_dim * output_dim
-  explicit_bytes = 4 * batch_size_hint * groups * input_dim * output_dim
-  return (ghost_cost < explicit_cost or
-          explicit_bytes > EXPLICIT_MEMORY_LIMIT_BYTES)
+  if ghost_cost < explicit_cost:
+    return True
+  explicit_elements = groups * input_dim * output_dim
+  gram_elements = 2 * groups * positions * positions
+  return (4 * batch_size_hint * explicit_elements > EXPLICIT_MEMORY_LIMIT_BYTES
+          and explicit_elements > gram_elements)
 
 
 def keep_per_example_gradients(elements_per_example: int,

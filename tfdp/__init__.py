@@ -19,13 +19,20 @@ See README.md for a complete example with accounting.
 
 import os
 import sys
+import warnings
 
 # TensorFlow prints start-up INFO and WARNING lines (CUDA, TensorRT, CPU
 # features) from C++ at import. Hide them unless the user chose a level.
+# With the audit extra installed, its import of google.api_core (through the
+# GCE cluster resolver) warns about Google's future support of the Python
+# version; nothing in tfdp depends on it.
 if "tensorflow" not in sys.modules:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  warnings.filterwarnings("ignore", category=FutureWarning,
+                          module="google.api_core")
 
-from tfdp import callbacks  # pylint: disable=g-import-not-at-top
+from tfdp import audit  # pylint: disable=g-import-not-at-top
+from tfdp import callbacks
 from tfdp import clipping
 from tfdp import data
 from tfdp import gan
@@ -40,5 +47,6 @@ from tfdp.private import make_private
 
 __version__ = "0.1.0"
 
-__all__ = ["callbacks", "clipping", "data", "gan", "layers", "models",
-           "optimizers", "privacy", "robust", "stobatch", "make_private"]
+__all__ = ["audit", "callbacks", "clipping", "data", "gan", "layers",
+           "models", "optimizers", "privacy", "robust", "stobatch",
+           "make_private"]

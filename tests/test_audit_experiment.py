@@ -1,0 +1,46 @@
+"""experiments.audit end to end on digits, at a tiny scale."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+from tfdp import privacy
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = ("--claimed_epsilons=2", "--runs_per_side=60", "--canaries=100",
+        "--blackbox_canaries=40", "--epochs=1", "--lira_shadows=2",
+        "--nonprivate_epochs=3", "--mode=both", "--negative_controls=no_noise",
+        "--control_epsilon=1.5", "--audit_steps=6")
+
+
+def test_audit_writes_bounds_controls_and_membership(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.audit", *TINY,
+       f"--output_dir={tmp_path}"],
+      capture_output=True, text=True, cwd=ROOT, timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  (path,) = tmp_path.glob("audit/*/results.json")
+  results = json.loads(path.read_text())
+  assert results["settings"]["train"] == 1437
+  methods = [(r["mode"], r["method"]) for r in results["audits"]]
+  assert methods == [("whitebox", "many runs"), ("whitebox", "one run"),
+                     ("blackbox", "one run")]
+  for row in results["audits"] + results["negative_controls"]:
+    # The claim is the accountant's epsilon for what ran.
+    spent = privacy.compute_epsilon(
+        row["noise_multiplier"], row["steps"], 1e-5,
+        sampling_probability=row["sampling_probability"])
+    assert abs(spent.epsilon - row["claimed_epsilon"]) < 1e-9
+  for row in results["audits"]:
+    assert 1.8 < row["claimed_epsilon"] <= 2.0
+    assert 0.0 <= row["lower_bound"] < row["claimed_epsilon"]
+  (control,) = results["negative_controls"]
+  assert control["trainer"] == "dpsgd + no_noise"
+  assert control["lower_bound"] > control["claimed_epsilon"]
+  names = [r["model"] for r in results["membership"]]
+  assert names == ["non-private", "DP eps=2"]
+  for row in results["membership"]:
+    assert 0.0 <= row["mia_auc"] <= 1.0 and 0.0 <= row["lira_auc"] <= 1.0
+  assert (path.parent / "audit.png").exists()
+  assert "## Negative controls" in (path.parent / "results.md").read_text()

@@ -20,11 +20,16 @@ Membership inference (--membership): TF Privacy's attacks and LiRA on an
 overfitted non-private model and on the DP models, members being a
 training subset the size of the test split.
 
+--trainer=dp_gan audits tfdp.gan's MLP DP-GAN black-box: held-out images as
+canaries, scored by the discriminator's "real" logit.
+
   python -m experiments.audit --trainer=dpsgd --dataset=digits
   python -m experiments.audit --dataset=mnist \
       --npz=../shared/data/mnist_test.npz       # docs/audit.md
   python -m experiments.audit --mode=blackbox --negative_controls= \
       --nomembership
+  python -m experiments.audit --trainer=dp_gan --mode=blackbox \
+      --negative_controls= --nomembership
 
 results.md has the table, audit.png the lower bounds against the claimed
 epsilons with the line y = x.
@@ -204,23 +209,54 @@ def _train_dp(data: _Data, x: np.ndarray, y: np.ndarray, epsilon: float):
           sampled.sampling_probability, steps)
 
 
+def _train_dp_gan(data: _Data, x: np.ndarray, y: np.ndarray, epsilon: float):
+  """tfdp's MLP DP-GAN: (gan, claimed epsilon, sigma, q, T)."""
+  sampled = tfdp.data.poisson_batches(x, y, training_flags.BATCH_SIZE.value)
+  steps = audit_flags.GAN_STEPS.value
+  sigma = _calibrated(epsilon, steps, sampled.sampling_probability)
+  gan = tfdp.gan.DPGAN.build(
+      "mlp", data.input_shape, num_classes=data.num_classes,
+      noise_multiplier=sigma,
+      expected_batch_size=training_flags.BATCH_SIZE.value,
+      dataset_size=len(x), delta=privacy_flags.DELTA.value,
+      accountant=privacy_flags.ACCOUNTANT.value)
+  gan.train(iter(sampled.dataset.repeat()), steps)
+  return (gan, gan.spent().epsilon, sigma, sampled.sampling_probability,
+          steps)
+
+
 def _blackbox(data: _Data, epsilon: float) -> Dict[str, object]:
-  """One DP training run with mislabeled canaries from the test split."""
-  canary_x, canary_y = tfdp.audit.canaries.mislabeled_canaries(
-      data.test_x, data.test_y, audit_flags.BLACKBOX_CANARIES.value,
-      num_classes=data.num_classes, seed=training_flags.SEED.value)
+  """One DP training run with canaries from the test split.
+
+  Classifiers: mislabeled test images, scored by minus their loss. The
+  DP-GAN: test images with their labels, scored by the discriminator's
+  "real" logit (LOGAN).
+  """
+  count = audit_flags.BLACKBOX_CANARIES.value
+  if audit_flags.TRAINER.value == "dp_gan":
+    chosen = np.random.default_rng(training_flags.SEED.value).choice(
+        len(data.test_x), size=min(count, len(data.test_x)), replace=False)
+    canary_x, canary_y = data.test_x[chosen], data.test_y[chosen]
+    train, score_fn = _train_dp_gan, (
+        lambda gan, cx, cy: gan.realness(cx, cy))
+  else:
+    canary_x, canary_y = tfdp.audit.canaries.mislabeled_canaries(
+        data.test_x, data.test_y, count, num_classes=data.num_classes,
+        seed=training_flags.SEED.value)
+    train, score_fn = _train_dp, tfdp.audit.blackbox.classifier_scores
   claims = []  # What the one training run claims.
 
   def train_fn(x, y):
-    model, *claim = _train_dp(data, x, y, epsilon)
+    released, *claim = train(data, x, y, epsilon)
     claims.append(claim)
-    return model
+    return released
 
   started = time.perf_counter()
   result = tfdp.audit.blackbox.one_run_audit(
       train_fn, data.x, data.y, canary_x, canary_y,
       delta=privacy_flags.DELTA.value,
-      confidence=audit_flags.CONFIDENCE.value, seed=training_flags.SEED.value)
+      confidence=audit_flags.CONFIDENCE.value, seed=training_flags.SEED.value,
+      score_fn=score_fn)
   ((claimed, sigma, q, steps),) = claims
   return _row("blackbox", "one run", audit_flags.TRAINER.value, claimed,
               result.bound, sigma, 1, time.perf_counter() - started, q, steps)
@@ -300,8 +336,22 @@ def _plot(rows: List[Dict[str, object]], path: str) -> None:
                       title="Privacy audit")
 
 
+def _check_dp_gan_flags() -> None:
+  """The DP-GAN is audited black-box only (see docs/audit.md)."""
+  if audit_flags.TRAINER.value != "dp_gan":
+    return
+  if (audit_flags.MODE.value != "blackbox" or
+      audit_flags.NEGATIVE_CONTROLS.value or audit_flags.MEMBERSHIP.value):
+    raise app.UsageError(
+        "--trainer=dp_gan is audited black-box only (the Dirac canaries, the "
+        "negative controls and the membership attacks are wired for "
+        "classifiers): add --mode=blackbox --negative_controls= "
+        "--nomembership")
+
+
 def main(argv):
   del argv
+  _check_dp_gan_flags()
   unknown = sorted(set(audit_flags.NEGATIVE_CONTROLS.value) -
                    set(_audit_faults.FAULTS) - {"none"})
   if unknown:
@@ -316,15 +366,17 @@ def main(argv):
   mode = audit_flags.MODE.value
   rows = []
   for epsilon in epsilons:
+    audits = []
     if mode in ("whitebox", "both"):
-      rows.append(_whitebox_many(data, epsilon))
-      rows.append(_whitebox_one_run(data, epsilon))
+      audits += [_whitebox_many(data, epsilon),
+                 _whitebox_one_run(data, epsilon)]
     if mode in ("blackbox", "both"):
-      rows.append(_blackbox(data, epsilon))
-    for row in rows[-2:]:
+      audits.append(_blackbox(data, epsilon))
+    for row in audits:
       print(f"eps={epsilon:g} {row['mode']} {row['method']}: lower bound "
             f"{row['lower_bound']:.3f} (claimed {row['claimed_epsilon']:.3f})",
             flush=True)
+    rows += audits
   controls = []
   for fault in audit_flags.NEGATIVE_CONTROLS.value:
     controls.append(_whitebox_many(

@@ -5,10 +5,15 @@ from absl import flags
 import flags as shared_flags
 
 TRAINER = flags.DEFINE_enum(
-    "trainer", "dpsgd", ["dpsgd", "dpsgd_public_bn"],
+    "trainer", "dpsgd", ["dpsgd", "dpsgd_public_bn", "dp_gan"],
     "The trainer audited: dpsgd (tfdp.make_private + DPSGD, Poisson "
-    "sampling, an MLP) or dpsgd_public_bn (the same with LeNet-5 whose "
-    "BatchNorm statistics come from a public batch).")
+    "sampling, an MLP), dpsgd_public_bn (the same with LeNet-5 whose "
+    "BatchNorm statistics come from a public batch) or dp_gan (tfdp.gan's "
+    "MLP DP-GAN, black-box only: held-out images as canaries, scored by the "
+    "discriminator).")
+GAN_STEPS = flags.DEFINE_integer(
+    "gan_audit_steps", 1000, "dp_gan: generator steps (one private "
+    "discriminator step each) of the audited run.", lower_bound=1)
 MODE = flags.DEFINE_enum(
     "mode", "whitebox", ["whitebox", "blackbox", "both"],
     "whitebox: Dirac gradient canaries, every iterate seen; blackbox: "

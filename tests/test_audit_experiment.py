@@ -44,3 +44,33 @@ def test_audit_writes_bounds_controls_and_membership(tmp_path):
     assert 0.0 <= row["mia_auc"] <= 1.0 and 0.0 <= row["lira_auc"] <= 1.0
   assert (path.parent / "audit.png").exists()
   assert "## Negative controls" in (path.parent / "results.md").read_text()
+
+
+def test_dp_gan_is_audited_black_box_with_its_own_accountant(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.audit", "--trainer=dp_gan",
+       "--mode=blackbox", "--negative_controls=", "--nomembership",
+       "--claimed_epsilons=2", "--gan_audit_steps=20",
+       "--blackbox_canaries=40", f"--output_dir={tmp_path}"],
+      capture_output=True, text=True, cwd=ROOT, timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  (path,) = tmp_path.glob("audit/*/results.json")
+  (row,) = json.loads(path.read_text())["audits"]
+  assert (row["trainer"], row["mode"], row["steps"]) == ("dp_gan",
+                                                         "blackbox", 20)
+  # The claim is the GAN accountant's: DP-SGD on D, 20 steps.
+  spent = privacy.compute_epsilon(
+      row["noise_multiplier"], 20, 1e-5,
+      sampling_probability=row["sampling_probability"])
+  assert abs(spent.epsilon - row["claimed_epsilon"]) < 1e-6
+  assert 0.0 <= row["lower_bound"] < row["claimed_epsilon"]
+
+
+def test_dp_gan_refuses_what_is_wired_for_classifiers():
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.audit", "--trainer=dp_gan"],
+      capture_output=True, text=True, cwd=ROOT, timeout=300)
+  assert result.returncode != 0
+  assert ("add --mode=blackbox --negative_controls= --nomembership"
+          in result.stderr)
+  assert "Traceback" not in result.stderr

@@ -13,27 +13,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.audit import memorising
 from tfdp.audit import membership
 
-FEATURES, CLASSES = 10, 4
-
-
-def _examples(count, seed):
-  rng = np.random.default_rng(seed)
-  return (rng.normal(size=(count, FEATURES)).astype(np.float32),
-          rng.integers(0, CLASSES, count))
-
-
-def _train(x, y, epochs=300):
-  tf.keras.utils.set_random_seed(0)
-  model = tf.keras.Sequential([
-      tf.keras.layers.Dense(64, activation="relu", input_shape=(FEATURES,)),
-      tf.keras.layers.Dense(CLASSES)])
-  model.compile(optimizer=tf.keras.optimizers.Adam(0.01),
-                loss=tf.keras.losses.SparseCategoricalCrossentropy(
-                    from_logits=True))
-  model.fit(x, y, epochs=epochs, batch_size=len(x), verbose=0)
-  return model
+FEATURES, CLASSES = memorising.FEATURES, memorising.CLASSES
+_examples, _train = memorising.examples, memorising.classifier
 
 
 def test_memorised_members_are_found():

@@ -3,9 +3,11 @@
 Threat model: the auditor inserts m canaries (e.g. mislabeled examples,
 `canaries.mislabeled_canaries`), each independently with probability 1/2,
 and sees only the final model. A canary the model fits has a low loss, so
-the score is minus its loss; the auditor guesses "in" for the highest
-scores and "out" for the lowest, and `bounds.one_run_epsilon_lower_bound`
-turns the guesses into an epsilon bound (Steinke, Nasr and Jagielski 2023).
+by default the score is minus its loss (`classifier_scores`); for a GAN it
+can be the discriminator's "real" logit (LOGAN). The auditor guesses "in"
+for the highest scores and "out" for the lowest, and
+`bounds.one_run_epsilon_lower_bound` turns the guesses into an epsilon
+bound (Steinke, Nasr and Jagielski 2023).
 Weaker than the white-box audit: it measures what an attacker of the
 released model gets, not the worst case of the mechanism.
 
@@ -16,7 +18,7 @@ Example:
 """
 
 import dataclasses
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -33,21 +35,32 @@ class BlackBoxResult:
   included: np.ndarray
 
 
-def one_run_audit(train_fn: Callable[[np.ndarray, np.ndarray],
-                                     tf.keras.Model],
+def classifier_scores(model: tf.keras.Model, x: np.ndarray,
+                      y: np.ndarray) -> np.ndarray:
+  """Minus each example's loss under a classifier that returns logits."""
+  logits = model.predict(x, batch_size=512, verbose=0)
+  return -membership.per_example_loss(logits, np.asarray(y))
+
+
+def one_run_audit(train_fn: Callable[[np.ndarray, np.ndarray], Any],
                   x: np.ndarray, y: np.ndarray, canary_x: np.ndarray,
                   canary_y: np.ndarray, *, delta: float,
                   confidence: float = 0.95,
-                  seed: Optional[int] = None) -> BlackBoxResult:
+                  seed: Optional[int] = None,
+                  score_fn: Callable[[Any, np.ndarray, np.ndarray],
+                                     np.ndarray] = classifier_scores
+                  ) -> BlackBoxResult:
   """Trains once on (x, y) plus a random half of the canaries; bounds eps.
 
   Args:
-    train_fn: trains and returns a classifier (logits), as the trainer
-      under audit does (with its privacy claim).
+    train_fn: trains and returns what is released (a classifier by
+      default), as the trainer under audit does (with its privacy claim).
     x, y: the training examples.
     canary_x, canary_y: the m canaries (m >= 2).
     delta, confidence: as for `bounds.one_run_epsilon_lower_bound`.
     seed: draws which canaries are included.
+    score_fn: (released, canary_x, canary_y) -> one score per canary,
+      larger meaning "looks included".
 
   Returns:
     A `BlackBoxResult`.
@@ -60,9 +73,8 @@ def one_run_audit(train_fn: Callable[[np.ndarray, np.ndarray],
   order = rng.permutation(len(x) + int(included.sum()))
   train_x = np.concatenate([x, canary_x[included]])[order]
   train_y = np.concatenate([y, canary_y[included]])[order]
-  model = train_fn(train_x, train_y)
-  logits = model.predict(canary_x, batch_size=512, verbose=0)
-  scores = -membership.per_example_loss(logits, np.asarray(canary_y))
+  scores = np.asarray(score_fn(train_fn(train_x, train_y), canary_x,
+                               canary_y), dtype=np.float64)
   bound = bounds.one_run_epsilon_lower_bound(scores, included, delta=delta,
                                              confidence=confidence)
   return BlackBoxResult(bound, scores, included)

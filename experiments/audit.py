@@ -21,7 +21,9 @@ overfitted non-private model and on the DP models, members being a
 training subset the size of the test split.
 
 --trainer=dp_gan audits tfdp.gan's MLP DP-GAN black-box: held-out images as
-canaries, scored by the discriminator's "real" logit.
+canaries, scored by the discriminator's "real" logit. --trainer=stobatch
+audits tfdp.stobatch's MNIST network black-box, claiming its pure
+epsilon_ae + epsilon_out.
 
   python -m experiments.audit --trainer=dpsgd --dataset=digits
   python -m experiments.audit --dataset=mnist \
@@ -29,7 +31,7 @@ canaries, scored by the discriminator's "real" logit.
   python -m experiments.audit --mode=blackbox --negative_controls= \
       --nomembership
   python -m experiments.audit --trainer=dp_gan --mode=blackbox \
-      --negative_controls= --nomembership
+      --negative_controls= --nomembership      # or --trainer=stobatch
 
 results.md has the table, audit.png the lower bounds against the claimed
 epsilons with the line y = x.
@@ -127,15 +129,17 @@ def _progress(label: str):
 
 
 def _row(mode: str, method: str, trainer: str, claimed: float,
-         bound: tfdp.audit.bounds.AuditBound, sigma: float, runs: int,
-         seconds: float, q: float, steps: int) -> Dict[str, object]:
+         bound: tfdp.audit.bounds.AuditBound, sigma: Optional[float],
+         runs: int, seconds: float, q: Optional[float], steps: int,
+         test_accuracy: Optional[float] = None) -> Dict[str, object]:
+  """A result row; sigma and q are None where the trainer has none."""
   return {"mode": mode, "method": method, "trainer": trainer,
           "claimed_epsilon": claimed, "lower_bound": bound.epsilon,
           "confidence": bound.confidence, "noise_multiplier": sigma,
           "sampling_probability": q, "steps": steps, "runs": runs,
           "counts": f"{bound.true_positives}/{bound.positives}, "
                     f"{bound.false_positives}/{bound.negatives}",
-          "seconds": round(seconds, 1)}
+          "test_accuracy": test_accuracy, "seconds": round(seconds, 1)}
 
 
 def _setting(epsilon: float, rows: float):
@@ -225,6 +229,42 @@ def _train_dp_gan(data: _Data, x: np.ndarray, y: np.ndarray, epsilon: float):
           steps)
 
 
+def _train_stobatch(data: _Data, x: np.ndarray, y: np.ndarray,
+                    epsilon: float):
+  """StoBatch on one replica: (model, claimed epsilon, None, None, T).
+
+  Two fixed batches (m = n // 2, the digits default of
+  experiments/stobatch_mnist.py), epsilon_ae = epsilon_out = epsilon / 2,
+  adversarial training with 3 attack steps. The claim is pure
+  epsilon_ae + epsilon_out, whatever the steps.
+  """
+  # pylint: disable=g-import-not-at-top
+  from tfdp.stobatch import models as stobatch_models
+  from tfdp.stobatch import trainer as stobatch_trainer
+  # pylint: enable=g-import-not-at-top
+  side = data.input_shape[0]
+  inputs = stobatch_models.to_architecture_input(x, "mnist", side=side)
+  batches = stobatch_trainer.FixedBatches(inputs, y, len(inputs) // 2,
+                                          seed=training_flags.SEED.value)
+  model, budget = stobatch_models.build_stobatch_model(
+      "mnist", num_classes=data.num_classes, epsilon_ae=epsilon / 2,
+      epsilon_out=epsilon / 2, batch_size=batches.batch_size, channels=1,
+      seed=training_flags.SEED.value, side=side,
+      num_batches=batches.num_batches)
+  trainer = stobatch_trainer.StoBatchTrainer(
+      model, tf.distribute.get_strategy(),
+      stobatch_trainer.TrainerConfig(attack_steps=3,
+                                     seed=training_flags.SEED.value))
+  steps = audit_flags.STOBATCH_STEPS.value
+  trainer.fit(batches, steps)
+  # Released on images in [0, 1]: to_architecture_input's 2 x - 1 (one
+  # channel, images at their own side).
+  released = tf.keras.Sequential([
+      tf.keras.layers.Rescaling(2.0, offset=-1.0, input_shape=data.input_shape),
+      model])
+  return released, budget.epsilon, None, None, steps
+
+
 def _blackbox(data: _Data, epsilon: float) -> Dict[str, object]:
   """One DP training run with canaries from the test split.
 
@@ -243,13 +283,16 @@ def _blackbox(data: _Data, epsilon: float) -> Dict[str, object]:
     canary_x, canary_y = tfdp.audit.canaries.mislabeled_canaries(
         data.test_x, data.test_y, count, num_classes=data.num_classes,
         seed=training_flags.SEED.value)
-    train, score_fn = _train_dp, tfdp.audit.blackbox.classifier_scores
-  claims = []  # What the one training run claims.
+    train = (_train_stobatch if audit_flags.TRAINER.value == "stobatch"
+             else _train_dp)
+    score_fn = tfdp.audit.blackbox.classifier_scores
+  claims, released = [], []  # What the one training run claims, gives.
 
   def train_fn(x, y):
-    released, *claim = train(data, x, y, epsilon)
+    model, *claim = train(data, x, y, epsilon)
     claims.append(claim)
-    return released
+    released.append(model)
+    return model
 
   started = time.perf_counter()
   result = tfdp.audit.blackbox.one_run_audit(
@@ -258,8 +301,13 @@ def _blackbox(data: _Data, epsilon: float) -> Dict[str, object]:
       confidence=audit_flags.CONFIDENCE.value, seed=training_flags.SEED.value,
       score_fn=score_fn)
   ((claimed, sigma, q, steps),) = claims
+  # On the whole test split (the canaries' images with their true labels
+  # included): is there anything learned to leak?
+  accuracy = (None if audit_flags.TRAINER.value == "dp_gan" else
+              _accuracy(released[0], data.test_x, data.test_y))
   return _row("blackbox", "one run", audit_flags.TRAINER.value, claimed,
-              result.bound, sigma, 1, time.perf_counter() - started, q, steps)
+              result.bound, sigma, 1, time.perf_counter() - started, q, steps,
+              test_accuracy=accuracy)
 
 
 def _train_nonprivate(data: _Data, x: np.ndarray, y: np.ndarray):
@@ -336,22 +384,23 @@ def _plot(rows: List[Dict[str, object]], path: str) -> None:
                       title="Privacy audit")
 
 
-def _check_dp_gan_flags() -> None:
-  """The DP-GAN is audited black-box only (see docs/audit.md)."""
-  if audit_flags.TRAINER.value != "dp_gan":
+def _check_black_box_only_flags() -> None:
+  """The DP-GAN and StoBatch are audited black-box only (docs/audit.md)."""
+  trainer = audit_flags.TRAINER.value
+  if trainer not in ("dp_gan", "stobatch"):
     return
   if (audit_flags.MODE.value != "blackbox" or
       audit_flags.NEGATIVE_CONTROLS.value or audit_flags.MEMBERSHIP.value):
     raise app.UsageError(
-        "--trainer=dp_gan is audited black-box only (the Dirac canaries, the "
-        "negative controls and the membership attacks are wired for "
-        "classifiers): add --mode=blackbox --negative_controls= "
+        f"--trainer={trainer} is audited black-box only (the Dirac canaries, "
+        "the negative controls and the membership attacks are wired for "
+        "DP-SGD classifiers): add --mode=blackbox --negative_controls= "
         "--nomembership")
 
 
 def main(argv):
   del argv
-  _check_dp_gan_flags()
+  _check_black_box_only_flags()
   unknown = sorted(set(audit_flags.NEGATIVE_CONTROLS.value) -
                    set(_audit_faults.FAULTS) - {"none"})
   if unknown:

@@ -5,12 +5,17 @@ from absl import flags
 import flags as shared_flags
 
 TRAINER = flags.DEFINE_enum(
-    "trainer", "dpsgd", ["dpsgd", "dpsgd_public_bn", "dp_gan"],
+    "trainer", "dpsgd", ["dpsgd", "dpsgd_public_bn", "dp_gan", "stobatch"],
     "The trainer audited: dpsgd (tfdp.make_private + DPSGD, Poisson "
     "sampling, an MLP), dpsgd_public_bn (the same with LeNet-5 whose "
     "BatchNorm statistics come from a public batch) or dp_gan (tfdp.gan's "
     "MLP DP-GAN, black-box only: held-out images as canaries, scored by the "
-    "discriminator).")
+    "discriminator) or stobatch (tfdp.stobatch's MNIST network on one "
+    "replica, black-box only: mislabeled canaries; its epsilon splits "
+    "equally between the auto-encoder and the output layer).")
+STOBATCH_STEPS = flags.DEFINE_integer(
+    "stobatch_audit_steps", 30, "stobatch: training steps of the audited "
+    "run (its epsilon does not depend on them).", lower_bound=1)
 GAN_STEPS = flags.DEFINE_integer(
     "gan_audit_steps", 1000, "dp_gan: generator steps (one private "
     "discriminator step each) of the audited run.", lower_bound=1)

@@ -66,6 +66,22 @@ def test_dp_gan_is_audited_black_box_with_its_own_accountant(tmp_path):
   assert 0.0 <= row["lower_bound"] < row["claimed_epsilon"]
 
 
+def test_stobatch_is_audited_black_box_with_its_pure_epsilon(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.audit", "--trainer=stobatch",
+       "--mode=blackbox", "--negative_controls=", "--nomembership",
+       "--claimed_epsilons=2", "--stobatch_audit_steps=2",
+       "--blackbox_canaries=40", f"--output_dir={tmp_path}"],
+      capture_output=True, text=True, cwd=ROOT, timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  (path,) = tmp_path.glob("audit/*/results.json")
+  (row,) = json.loads(path.read_text())["audits"]
+  assert (row["trainer"], row["steps"]) == ("stobatch", 2)
+  # epsilon_ae + epsilon_out = 1 + 1, pure DP.
+  assert abs(row["claimed_epsilon"] - 2.0) < 1e-9
+  assert 0.0 <= row["lower_bound"] < 2.0
+
+
 def test_dp_gan_refuses_what_is_wired_for_classifiers():
   result = subprocess.run(
       [sys.executable, "-m", "experiments.audit", "--trainer=dp_gan"],

@@ -12,16 +12,23 @@ TINY = ("--claimed_epsilons=2", "--runs_per_side=60", "--canaries=100",
         "--blackbox_canaries=40", "--epochs=1", "--lira_shadows=2",
         "--nonprivate_epochs=3", "--mode=both", "--negative_controls=no_noise",
         "--control_epsilon=1.5", "--audit_steps=6")
+BLACK_BOX_ONLY = ("--mode=blackbox", "--negative_controls=", "--nomembership",
+                  "--claimed_epsilons=2", "--blackbox_canaries=40")
 
 
-def test_audit_writes_bounds_controls_and_membership(tmp_path):
+def _audit(tmp_path, *args):
+  """Runs the experiment; returns (results.json's path, its contents)."""
   result = subprocess.run(
-      [sys.executable, "-m", "experiments.audit", *TINY,
+      [sys.executable, "-m", "experiments.audit", *args,
        f"--output_dir={tmp_path}"],
       capture_output=True, text=True, cwd=ROOT, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
   (path,) = tmp_path.glob("audit/*/results.json")
-  results = json.loads(path.read_text())
+  return path, json.loads(path.read_text())
+
+
+def test_audit_writes_bounds_controls_and_membership(tmp_path):
+  path, results = _audit(tmp_path, *TINY)
   assert results["settings"]["train"] == 1437
   methods = [(r["mode"], r["method"]) for r in results["audits"]]
   assert methods == [("whitebox", "many runs"), ("whitebox", "one run"),
@@ -47,15 +54,9 @@ def test_audit_writes_bounds_controls_and_membership(tmp_path):
 
 
 def test_dp_gan_is_audited_black_box_with_its_own_accountant(tmp_path):
-  result = subprocess.run(
-      [sys.executable, "-m", "experiments.audit", "--trainer=dp_gan",
-       "--mode=blackbox", "--negative_controls=", "--nomembership",
-       "--claimed_epsilons=2", "--gan_audit_steps=20",
-       "--blackbox_canaries=40", f"--output_dir={tmp_path}"],
-      capture_output=True, text=True, cwd=ROOT, timeout=900)
-  assert result.returncode == 0, result.stderr[-3000:]
-  (path,) = tmp_path.glob("audit/*/results.json")
-  (row,) = json.loads(path.read_text())["audits"]
+  _, results = _audit(tmp_path, "--trainer=dp_gan", "--gan_audit_steps=20",
+                      *BLACK_BOX_ONLY)
+  (row,) = results["audits"]
   assert (row["trainer"], row["mode"], row["steps"]) == ("dp_gan",
                                                          "blackbox", 20)
   # The claim is the GAN accountant's: DP-SGD on D, 20 steps.
@@ -67,15 +68,9 @@ def test_dp_gan_is_audited_black_box_with_its_own_accountant(tmp_path):
 
 
 def test_stobatch_is_audited_black_box_with_its_pure_epsilon(tmp_path):
-  result = subprocess.run(
-      [sys.executable, "-m", "experiments.audit", "--trainer=stobatch",
-       "--mode=blackbox", "--negative_controls=", "--nomembership",
-       "--claimed_epsilons=2", "--stobatch_audit_steps=2",
-       "--blackbox_canaries=40", f"--output_dir={tmp_path}"],
-      capture_output=True, text=True, cwd=ROOT, timeout=900)
-  assert result.returncode == 0, result.stderr[-3000:]
-  (path,) = tmp_path.glob("audit/*/results.json")
-  (row,) = json.loads(path.read_text())["audits"]
+  _, results = _audit(tmp_path, "--trainer=stobatch",
+                      "--stobatch_audit_steps=2", *BLACK_BOX_ONLY)
+  (row,) = results["audits"]
   assert (row["trainer"], row["steps"]) == ("stobatch", 2)
   # epsilon_ae + epsilon_out = 1 + 1, pure DP.
   assert abs(row["claimed_epsilon"] - 2.0) < 1e-9

@@ -304,7 +304,8 @@ def _blackbox(data: _Data, epsilon: float) -> Dict[str, object]:
   # On the whole test split (the canaries' images with their true labels
   # included): is there anything learned to leak?
   accuracy = (None if audit_flags.TRAINER.value == "dp_gan" else
-              _accuracy(released[0], data.test_x, data.test_y))
+              tfdp.robust.clean_accuracy(released[0], data.test_x,
+                                         data.test_y))
   return _row("blackbox", "one run", audit_flags.TRAINER.value, claimed,
               result.bound, sigma, 1, time.perf_counter() - started, q, steps,
               test_accuracy=accuracy)
@@ -338,8 +339,8 @@ def _membership(data: _Data, epsilons: List[float]) -> List[Dict[str, object]]:
     report = tfdp.audit.membership.membership_attack(model, members,
                                                      non_members)
     row = {"model": name, "members": len(members[0]),
-           "train_accuracy": _accuracy(model, *members),
-           "test_accuracy": _accuracy(model, *non_members),
+           "train_accuracy": tfdp.robust.clean_accuracy(model, *members),
+           "test_accuracy": tfdp.robust.clean_accuracy(model, *non_members),
            "mia_auc": report.auc,
            "attacker_advantage": report.attacker_advantage,
            "tfp_epsilon_lower_bound": report.epsilon_lower_bound,
@@ -353,11 +354,6 @@ def _membership(data: _Data, epsilons: List[float]) -> List[Dict[str, object]]:
     print(f"  membership {name}: AUC {row['mia_auc']:.3f}", flush=True)
     rows.append(row)
   return rows
-
-
-def _accuracy(model: tf.keras.Model, x: np.ndarray, y: np.ndarray) -> float:
-  logits = model.predict(x, batch_size=512, verbose=0)
-  return float(np.mean(np.argmax(logits, axis=1) == y))
 
 
 def _configure_replicas() -> Optional[tf.distribute.Strategy]:

@@ -5,13 +5,36 @@ import os
 from typing import Tuple
 
 from absl import app
+from absl import logging
+import numpy as np
 
 from flags import data as data_flags
 import tfdp
 
 
+# The MNIST test set these machines hold (see its README): what
+# --dataset=mnist reads, with a warning, when TFDS has no MNIST prepared.
+OFFLINE_MNIST = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                             os.pardir, os.pardir, "shared", "data",
+                             "mnist_test.npz")
+
+
 def _is_npz(name: str) -> bool:
   return name.endswith(".npz")
+
+
+def _load_tfds(name: str) -> tfdp.data.ImageDataset:
+  try:
+    return tfdp.data.load_tfds(name, data_dir=data_flags.TFDS_DATA_DIR.value)
+  except tfdp.data.DatasetNotPreparedError:
+    if name != "mnist" or not os.path.exists(OFFLINE_MNIST):
+      raise
+  path = os.path.normpath(OFFLINE_MNIST)
+  logging.warning("TFDS has no MNIST prepared: reading the 10,000-image "
+                  "MNIST test set from %s (split --test_fraction), as "
+                  "--npz=%s would.", path, path)
+  return tfdp.data.load_npz(path, test_fraction=data_flags.TEST_FRACTION.value,
+                            seed=data_flags.SPLIT_SEED.value, name="mnist")
 
 
 def _load() -> tfdp.data.ImageDataset:
@@ -28,7 +51,7 @@ def _load() -> tfdp.data.ImageDataset:
   if name == "digits":
     return tfdp.data.load_digits(test_fraction=fraction, seed=seed)
   if name in ("mnist", "cifar10"):
-    return tfdp.data.load_tfds(name, data_dir=data_flags.TFDS_DATA_DIR.value)
+    return _load_tfds(name)
   if _is_npz(name):
     return tfdp.data.load_npz(name, test_fraction=fraction, seed=seed)
   raise app.UsageError(
@@ -73,3 +96,19 @@ def load_with_validation() -> Tuple[tfdp.data.ImageDataset, tfdp.data.Split]:
 def evaluated_on() -> str:
   """"validation" or "test": what `load_dataset()`'s test split holds."""
   return "validation" if data_flags.VALIDATION_FRACTION.value else "test"
+
+
+def public_slice(train: tfdp.data.Split,
+                 count: int) -> Tuple[np.ndarray, tfdp.data.Split]:
+  """(public images, the rest): `count` training images set aside as public.
+
+  A random slice fixed by --split_seed, e.g. the public batch of
+  public-batch normalisation; the rest stays the private training set.
+  """
+  if count >= len(train):
+    raise app.UsageError(f"cannot set {count} public images aside from a "
+                         f"training split of {len(train)}")
+  order = np.random.default_rng(data_flags.SPLIT_SEED.value).permutation(
+      len(train))
+  public, private = order[:count], order[count:]
+  return train.x[public], tfdp.data.Split(train.x[private], train.y[private])

@@ -83,14 +83,10 @@ class _Data:
 
 def _load() -> _Data:
   dataset = _data.load_dataset()
-  x, y = dataset.train.x, dataset.train.y
-  public = None
+  train, public = dataset.train, None
   if audit_flags.TRAINER.value == "dpsgd_public_bn":
-    order = np.random.default_rng(data_flags.SPLIT_SEED.value).permutation(
-        len(x))
-    public, x, y = (x[order[:_PUBLIC_EXAMPLES]], x[order[_PUBLIC_EXAMPLES:]],
-                    y[order[_PUBLIC_EXAMPLES:]])
-  return _Data(x, y, dataset.test.x, dataset.test.y, public,
+    public, train = _data.public_slice(train, _PUBLIC_EXAMPLES)
+  return _Data(train.x, train.y, dataset.test.x, dataset.test.y, public,
                dataset.input_shape, dataset.num_classes, dataset.name)
 
 

@@ -52,3 +52,19 @@ def test_public_data_docs_example_runs():
   assert spent.steps == namespace["batches"].steps_per_epoch
   options = namespace["model"]._tfdp_options  # pylint: disable=protected-access
   assert options.augmult == 4 and options.public_gradient is not None
+
+
+def test_model_inversion_docs_example_runs():
+  """docs/model_inversion.md's example: a target, the attack, its judge."""
+  (example,) = re.findall(r"```python\n(.*?)```",
+                          (ROOT / "docs" / "model_inversion.md").read_text(),
+                          flags=re.S)
+  for long, short in [("epochs=10,", "epochs=1,"), ("steps=300", "steps=2"),
+                      ("steps=200", "steps=2")]:
+    assert long in example
+    example = example.replace(long, short)
+  namespace = {}
+  exec(compile(example.replace("print(", "metrics = ("),  # pylint: disable=exec-used
+               "model_inversion.md", "exec"), namespace)
+  assert namespace["found"].images.shape == (50, 8, 8, 1)
+  assert 0 <= namespace["metrics"]["top1"] <= 1

@@ -31,7 +31,8 @@ if "tensorflow" not in sys.modules:
   warnings.filterwarnings("ignore", category=FutureWarning,
                           module="google.api_core")
 
-from tfdp import audit  # pylint: disable=g-import-not-at-top
+from tfdp import attacks  # pylint: disable=g-import-not-at-top
+from tfdp import audit
 from tfdp import callbacks
 from tfdp import clipping
 from tfdp import data
@@ -47,6 +48,6 @@ from tfdp.private import make_private
 
 __version__ = "0.1.0"
 
-__all__ = ["audit", "callbacks", "clipping", "data", "gan", "layers",
+__all__ = ["attacks", "audit", "callbacks", "clipping", "data", "gan", "layers",
            "models", "optimizers", "privacy", "robust", "stobatch",
            "make_private"]

@@ -237,3 +237,20 @@ def test_write_npz_refuses_images_outside_the_unit_range(tmp_path):
                         np.zeros(3))
   with pytest.raises(FileNotFoundError):
     datasets.read_npz(tmp_path / "missing.npz")
+
+
+def test_fit_to_frame_centres_the_resized_image_on_black():
+  images = np.random.default_rng(0).random((3, 8, 8, 1), np.float32)
+  framed = datasets.fit_to_frame(images, side=28, box=20)
+  assert framed.shape == (3, 28, 28, 1) and framed.dtype == np.float32
+  border = np.ones((28, 28), bool)
+  border[4:24, 4:24] = False
+  assert np.all(framed[:, border] == 0)
+  # A constant image stays constant inside the box.
+  ones = datasets.fit_to_frame(np.ones((1, 8, 8, 1), np.float32))
+  np.testing.assert_allclose(ones[0, 4:24, 4:24], 1.0, atol=1e-6)
+  # The content is the image resized: its mean is kept (within 2%).
+  np.testing.assert_allclose(framed[:, 4:24, 4:24].mean(axis=(1, 2, 3)),
+                             images.mean(axis=(1, 2, 3)), rtol=0.02)
+  with pytest.raises(ValueError, match="box must be at most"):
+    datasets.fit_to_frame(images, side=10, box=12)

@@ -12,6 +12,7 @@ augmentations for `tfdp.make_private(..., augmult=K, augment=...)`.
 from tfdp.data import augment
 
 from tfdp.data.datasets import DatasetNotPreparedError
+from tfdp.data.datasets import fit_to_frame
 from tfdp.data.datasets import ImageDataset
 from tfdp.data.datasets import load_digits
 from tfdp.data.datasets import load_npz

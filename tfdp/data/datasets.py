@@ -165,6 +165,43 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> ImageDataset:
   return ImageDataset(train=train, test=test, num_classes=10, name="digits")
 
 
+def fit_to_frame(images: np.ndarray, side: int = 28,
+                 box: int = 20) -> np.ndarray:
+  """Resizes images to box x box (bilinear) and centres them on a black
+  side x side frame, as MNIST was made (digits fitted to 20x20 in 28x28).
+
+  E.g. scikit-learn's 8x8 digits as MNIST-sized images: a public set of
+  another distribution for MNIST models.
+
+  Args:
+    images: [N, H, W, C] in [0, 1].
+    side: the output's height and width, >= 1.
+    box: the resized image's height and width, in [1, side].
+
+  Returns:
+    float32 [N, side, side, C] in [0, 1].
+
+  Example:
+    >>> fit_to_frame(np.ones([2, 8, 8, 1], np.float32)).shape
+    (2, 28, 28, 1)
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  side = _validation.check_positive_int("side", side)
+  box = _validation.check_positive_int("box", box)
+  if box > side:
+    raise ValueError(f"box must be at most side={side}, got {box}")
+  images = np.asarray(images, np.float32)
+  if images.ndim != 4:
+    raise ValueError(f"images must be [N, H, W, C], got shape {images.shape}")
+  resized = tf.image.resize(images, [box, box], method="bilinear",
+                            antialias=True).numpy()
+  before = (side - box) // 2
+  after = side - box - before
+  framed = np.pad(resized, [(0, 0), (before, after), (before, after), (0, 0)])
+  return np.clip(framed, 0.0, 1.0)
+
+
 def load_npz(path: Union[str, os.PathLike],
              *,
              test_fraction: float = 0.2,

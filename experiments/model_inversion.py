@@ -9,7 +9,9 @@ architecture, trained on the private split, judges the reconstructions:
 attack top-1 / top-5, the KNN distance to the nearest private image of the
 class and a Frechet distance, both in its features. Two cheaper stages are
 reported beside them as controls: the selected public images themselves
-(under their pseudo-labels), and the GAN's samples before latent search.
+(under their pseudo-labels), and the GAN's samples before latent search;
+and, for scale, the held-out real images of each class (how far a genuine
+new image of the class lies from the nearest private one).
 
   python -m experiments.model_inversion                  # digits, minutes
   python -m experiments.model_inversion --dataset=mnist --target=nonprivate
@@ -224,7 +226,9 @@ def main(argv):
   stages = {"public top-n (pseudo-labels)": judged(selection.images,
                                                    selection.labels),
             "GAN samples (no latent search)": judged(generated, labels),
-            "reconstructions": judged(reconstruction.images, labels)}
+            "reconstructions": judged(reconstruction.images, labels),
+            "held-out real images (reference)": judged(dataset.test.x,
+                                                       dataset.test.y)}
   attack = stages["reconstructions"]
   lap("evaluation_s", clock)
 
@@ -242,6 +246,8 @@ def main(argv):
          "frechet_distance": attack["frechet_distance"],
          "public_top1": stages["public top-n (pseudo-labels)"]["top1"],
          "gan_samples_top1": stages["GAN samples (no latent search)"]["top1"],
+         "held_out_knn_distance":
+             stages["held-out real images (reference)"]["knn_distance"],
          "run": os.path.basename(run_dir)}
   settings = {
       "command": " ".join(["python -m experiments.model_inversion",

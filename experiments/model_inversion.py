@@ -23,7 +23,8 @@ new image of the class lies from the nearest private one).
 --dataset=mnist reads ../shared/data/mnist_test.npz where TFDS has no MNIST
 (8,000 private training images, 2,000 held out); its public set is then the
 digits fitted to 28x28. Each run writes RUN_DIR/results.json and .md,
-reconstructions.png (one row per class) and public_top_n.png, and
+reconstructions.png (one row per class), gan_samples.png (G before the
+latent search) and public_top_n.png, and
 TensorBoard scalars; its row joins OUTPUT_DIR/model_inversion/table.md.
 docs/model_inversion.md has the method and the results.
 """
@@ -51,6 +52,11 @@ import tfdp
 
 _EXPERIMENT = "model_inversion"
 _NONPRIVATE_LEARNING_RATE = 1e-3  # Adam's, for --target=nonprivate.
+# table.md's columns, in this order (each run's row holds them all).
+_TABLE_COLUMNS = ("dataset", "public", "target", "epsilon", "target_accuracy",
+                  "attack_top1", "attack_top5", "knn_distance",
+                  "frechet_distance", "public_top1", "gan_samples_top1",
+                  "held_out_knn_distance", "seed", "run")
 
 flags.set_default(training_flags.BATCH_SIZE, 256)
 flags.set_default(training_flags.EPOCHS, 15)
@@ -153,7 +159,8 @@ def _update_table(row: Dict[str, object]) -> str:
   parent = os.path.join(output_flags.OUTPUT_DIR.value, _EXPERIMENT)
   rows_path = os.path.join(parent, "rows.jsonl")
   _report.append_json_line(rows_path, row)
-  rows = _report.read_json_lines(rows_path)
+  rows = [{column: row.get(column) for column in _TABLE_COLUMNS}
+          for row in _report.read_json_lines(rows_path)]
   path = os.path.join(parent, "table.md")
   with open(path, "w") as f:
     f.write(_report.markdown_table(rows) + "\n")
@@ -234,12 +241,14 @@ def main(argv):
 
   _save_grid(reconstruction.images, per_class,
              os.path.join(run_dir, "reconstructions.png"))
+  _save_grid(generated, per_class, os.path.join(run_dir, "gan_samples.png"))
   shown = min(per_class, len(selection.labels) // dataset.num_classes)
   first = np.concatenate([np.flatnonzero(selection.labels == k)[:shown]
                           for k in range(dataset.num_classes)])
   _save_grid(selection.images[first], shown,
              os.path.join(run_dir, "public_top_n.png"))
-  row = {"target": mi_flags.TARGET.value, "epsilon": privacy["epsilon"],
+  row = {"dataset": dataset.name, "public": public_name,
+         "target": mi_flags.TARGET.value, "epsilon": privacy["epsilon"],
          "target_accuracy": float(target_accuracy),
          "attack_top1": attack["top1"], "attack_top5": attack["top5"],
          "knn_distance": attack["knn_distance"],
@@ -248,7 +257,7 @@ def main(argv):
          "gan_samples_top1": stages["GAN samples (no latent search)"]["top1"],
          "held_out_knn_distance":
              stages["held-out real images (reference)"]["knn_distance"],
-         "run": os.path.basename(run_dir)}
+         "seed": seed, "run": os.path.basename(run_dir)}
   settings = {
       "command": " ".join(["python -m experiments.model_inversion",
                            *sys.argv[1:]]),

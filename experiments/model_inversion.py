@@ -167,40 +167,31 @@ def _update_table(row: Dict[str, object]) -> str:
   return path
 
 
-def main(argv):
-  del argv
-  started = time.perf_counter()
+class _Stopwatch:
+  """Seconds per stage, printed as each ends."""
+
+  def __init__(self):
+    self.seconds: Dict[str, float] = {}
+    self._since = self._started = time.perf_counter()
+
+  def lap(self, name: str) -> None:
+    now = time.perf_counter()
+    self.seconds[name] = round(now - self._since, 1)
+    print(f"{name}: {self.seconds[name]} s", flush=True)
+    self._since = now
+
+  def total(self) -> float:
+    return round(time.perf_counter() - self._started, 1)
+
+
+def _attack(target: tf.keras.Model, dataset: tfdp.data.ImageDataset,
+            public: np.ndarray, run_dir: str, watch: _Stopwatch):
+  """PLG-MI against `target`: (selection, labels, GAN samples, reconstruction).
+
+  `labels` are the classes of the GAN samples and reconstructions,
+  --reconstructions_per_class of each, class 0 first.
+  """
   seed = training_flags.SEED.value
-  tf.keras.utils.set_random_seed(seed)
-  dataset = _data.load_dataset()
-  private, public_batch = dataset.train, None
-  if mi_flags.TARGET.value == "public_bn":
-    public_batch, private = _data.public_slice(
-        private, mi_flags.PUBLIC_BN_EXAMPLES.value)
-  public, public_name = _public_images(dataset)
-  run_dir = _report.run_directory(output_flags.OUTPUT_DIR.value, _EXPERIMENT)
-  timings = {}
-
-  def lap(name: str, since: float) -> float:
-    timings[name] = round(time.perf_counter() - since, 1)
-    print(f"{name}: {timings[name]} s", flush=True)
-    return time.perf_counter()
-
-  clock = time.perf_counter()
-  target, privacy = _train_target(dataset, private, public_batch, run_dir)
-  _, target_accuracy = target.evaluate(dataset.test.x, dataset.test.y,
-                                       verbose=0)
-  print(f"target {mi_flags.TARGET.value}: test accuracy "
-        f"{target_accuracy:.4f}, epsilon {privacy['epsilon']}", flush=True)
-  clock = lap("target_s", clock)
-
-  evaluator = tfdp.gan.evaluation.train_classifier(
-      private.x, private.y, num_classes=dataset.num_classes,
-      epochs=mi_flags.EVALUATION_EPOCHS.value)
-  _, evaluator_accuracy = evaluator.evaluate(dataset.test.x, dataset.test.y,
-                                             verbose=0)
-  clock = lap("evaluation_classifier_s", clock)
-
   selection = tfdp.attacks.top_n_selection(
       target, public, n=min(mi_flags.TOP_N.value, len(public)),
       num_classes=dataset.num_classes)
@@ -213,10 +204,9 @@ def main(argv):
   steps = mi_flags.GAN_STEPS.value
   gan.train(selection.images, selection.labels, steps,
             callback=_gan_logger(run_dir, steps))
-  clock = lap("gan_s", clock)
-
-  per_class = mi_flags.RECONSTRUCTIONS_PER_CLASS.value
-  labels = np.repeat(np.arange(dataset.num_classes), per_class)
+  watch.lap("gan_s")
+  labels = np.repeat(np.arange(dataset.num_classes),
+                     mi_flags.RECONSTRUCTIONS_PER_CLASS.value)
   generated = gan.generator(
       [tf.random.stateless_normal([len(labels), gan.latent_dim], [seed, 1]),
        tf.constant(labels, tf.int32)], training=False).numpy()
@@ -224,7 +214,69 @@ def main(argv):
       gan.generator, target, labels,
       steps=mi_flags.RECONSTRUCTION_STEPS.value,
       learning_rate=mi_flags.RECONSTRUCTION_LEARNING_RATE.value, seed=seed)
-  clock = lap("reconstruction_s", clock)
+  watch.lap("reconstruction_s")
+  return selection, labels, generated, reconstruction
+
+
+def _save_grids(run_dir: str, selection, generated: np.ndarray,
+                reconstruction, num_classes: int) -> None:
+  """reconstructions.png, gan_samples.png, public_top_n.png: a row a class."""
+  per_class = mi_flags.RECONSTRUCTIONS_PER_CLASS.value
+  _save_grid(reconstruction.images, per_class,
+             os.path.join(run_dir, "reconstructions.png"))
+  _save_grid(generated, per_class, os.path.join(run_dir, "gan_samples.png"))
+  shown = min(per_class, len(selection.labels) // num_classes)
+  first = np.concatenate([np.flatnonzero(selection.labels == k)[:shown]
+                          for k in range(num_classes)])
+  _save_grid(selection.images[first], shown,
+             os.path.join(run_dir, "public_top_n.png"))
+
+
+def _settings(dataset: tfdp.data.ImageDataset, private: tfdp.data.Split,
+              public: np.ndarray, public_name: str,
+              top_n: int) -> Dict[str, object]:
+  return {
+      "command": " ".join(["python -m experiments.model_inversion",
+                           *sys.argv[1:]]),
+      "dataset": dataset.name, "model": "LeNet-5 target",
+      "private_train": len(private), "test": len(dataset.test),
+      "public": public_name, "public_size": len(public), "top_n": top_n,
+      "gan_steps": mi_flags.GAN_STEPS.value,
+      "d_steps": mi_flags.D_STEPS.value,
+      "gan_width": mi_flags.GAN_WIDTH.value,
+      "inversion_weight": mi_flags.INVERSION_WEIGHT.value,
+      "reconstruction_steps": mi_flags.RECONSTRUCTION_STEPS.value,
+      "reconstructions_per_class": mi_flags.RECONSTRUCTIONS_PER_CLASS.value,
+      "seed": training_flags.SEED.value}
+
+
+def main(argv):
+  del argv
+  watch = _Stopwatch()
+  tf.keras.utils.set_random_seed(training_flags.SEED.value)
+  dataset = _data.load_dataset()
+  private, public_batch = dataset.train, None
+  if mi_flags.TARGET.value == "public_bn":
+    public_batch, private = _data.public_slice(
+        private, mi_flags.PUBLIC_BN_EXAMPLES.value)
+  public, public_name = _public_images(dataset)
+  run_dir = _report.run_directory(output_flags.OUTPUT_DIR.value, _EXPERIMENT)
+
+  target, privacy = _train_target(dataset, private, public_batch, run_dir)
+  _, target_accuracy = target.evaluate(dataset.test.x, dataset.test.y,
+                                       verbose=0)
+  print(f"target {mi_flags.TARGET.value}: test accuracy "
+        f"{target_accuracy:.4f}, epsilon {privacy['epsilon']}", flush=True)
+  watch.lap("target_s")
+  evaluator = tfdp.gan.evaluation.train_classifier(
+      private.x, private.y, num_classes=dataset.num_classes,
+      epochs=mi_flags.EVALUATION_EPOCHS.value)
+  _, evaluator_accuracy = evaluator.evaluate(dataset.test.x, dataset.test.y,
+                                             verbose=0)
+  watch.lap("evaluation_classifier_s")
+
+  selection, labels, generated, reconstruction = _attack(
+      target, dataset, public, run_dir, watch)
 
   def judged(images, image_labels):
     return tfdp.attacks.evaluate_reconstructions(
@@ -236,17 +288,11 @@ def main(argv):
             "reconstructions": judged(reconstruction.images, labels),
             "held-out real images (reference)": judged(dataset.test.x,
                                                        dataset.test.y)}
-  attack = stages["reconstructions"]
-  lap("evaluation_s", clock)
+  watch.lap("evaluation_s")
+  _save_grids(run_dir, selection, generated, reconstruction,
+              dataset.num_classes)
 
-  _save_grid(reconstruction.images, per_class,
-             os.path.join(run_dir, "reconstructions.png"))
-  _save_grid(generated, per_class, os.path.join(run_dir, "gan_samples.png"))
-  shown = min(per_class, len(selection.labels) // dataset.num_classes)
-  first = np.concatenate([np.flatnonzero(selection.labels == k)[:shown]
-                          for k in range(dataset.num_classes)])
-  _save_grid(selection.images[first], shown,
-             os.path.join(run_dir, "public_top_n.png"))
+  attack = stages["reconstructions"]
   row = {"dataset": dataset.name, "public": public_name,
          "target": mi_flags.TARGET.value, "epsilon": privacy["epsilon"],
          "target_accuracy": float(target_accuracy),
@@ -257,24 +303,15 @@ def main(argv):
          "gan_samples_top1": stages["GAN samples (no latent search)"]["top1"],
          "held_out_knn_distance":
              stages["held-out real images (reference)"]["knn_distance"],
-         "seed": seed, "run": os.path.basename(run_dir)}
-  settings = {
-      "command": " ".join(["python -m experiments.model_inversion",
-                           *sys.argv[1:]]),
-      "dataset": dataset.name, "model": "LeNet-5 target",
-      "private_train": len(private), "test": len(dataset.test),
-      "public": public_name, "public_size": len(public),
-      "top_n": len(selection.labels) // dataset.num_classes,
-      "gan_steps": steps, "d_steps": mi_flags.D_STEPS.value,
-      "gan_width": mi_flags.GAN_WIDTH.value,
-      "inversion_weight": mi_flags.INVERSION_WEIGHT.value,
-      "reconstruction_steps": mi_flags.RECONSTRUCTION_STEPS.value,
-      "reconstructions_per_class": per_class, "seed": seed}
-  total = round(time.perf_counter() - started, 1)
+         "seed": training_flags.SEED.value,
+         "run": os.path.basename(run_dir)}
+  settings = _settings(dataset, private, public, public_name,
+                       len(selection.labels) // dataset.num_classes)
   results = {"settings": settings, "row": row, "target": privacy,
              "target_accuracy": float(target_accuracy),
              "evaluation_classifier_accuracy": float(evaluator_accuracy),
-             "stages": stages, "timings_s": {**timings, "total_s": total},
+             "stages": stages,
+             "timings_s": {**watch.seconds, "total_s": watch.total()},
              "reconstruction_margin": {
                  "initial_mean": float(reconstruction.initial_loss.mean()),
                  "final_mean": float(reconstruction.final_loss.mean())}}
@@ -282,7 +319,8 @@ def main(argv):
   table = _update_table(row)
   print(_report.markdown_table([row]))
   print(f"\nEvaluation classifier test accuracy {evaluator_accuracy:.4f}; "
-        f"total {total} s.\nResults and grids: {run_dir}\nAll runs: {table}")
+        f"total {watch.total()} s.\nResults and grids: {run_dir}\n"
+        f"All runs: {table}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ devices, so the test runs this in a fresh process. Prints one JSON line.
 import json
 import sys
 
-import numpy as np
 import tensorflow as tf
 
 tf.config.set_logical_device_configuration(
@@ -15,91 +14,12 @@ tf.config.set_logical_device_configuration(
     [tf.config.LogicalDeviceConfiguration()] * 2)
 
 sys.path.insert(0, sys.argv[1])
-from tests import noise_stats  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tests import oracle  # pylint: disable=g-import-not-at-top,wrong-import-position
-import tfdp  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-LOSS = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True,
-                                                     reduction="none")
-CLIP, BATCH = 0.2, 8
-
-
-def _model():
-  tf.keras.utils.set_random_seed(0)
-  return tf.keras.Sequential([
-      tf.keras.layers.Dense(6, activation="tanh", input_shape=(5,)),
-      tf.keras.layers.LayerNormalization(),
-      tf.keras.layers.Dense(3),
-  ])
-
-
-def clipped_step_under_strategy(strategy):
-  """One noiseless fit step: returns (weight change, oracle clipped avg)."""
-  rng = np.random.default_rng(0)
-  x = rng.normal(size=(BATCH, 5)).astype(np.float32)
-  y = rng.integers(0, 3, BATCH)
-  with strategy.scope():
-    model = tfdp.make_private(_model())
-    model.compile(optimizer=tfdp.optimizers.DPSGD(
-        learning_rate=1.0, l2_norm_clip=CLIP, noise_multiplier=0.0,
-        expected_batch_size=BATCH), loss=LOSS)
-  expected = oracle.clipped_sum(oracle.per_example_gradients(model, x, y,
-                                                             LOSS), CLIP)
-  before = [v.numpy() for v in model.trainable_variables]
-  model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
-  change = [b - v.numpy() for b, v in zip(before, model.trainable_variables)]
-  error = max(np.max(np.abs(c - e / BATCH)) for c, e in zip(change, expected))
-  scale = max(np.max(np.abs(e / BATCH)) for e in expected)
-  return float(error / scale)
-
-
-def fit_noise(strategy):
-  """One fit step's weight change on a zero-gradient loss (tests/noise_stats).
-
-  A global batch of noise_stats.BATCH, split over the replicas.
-  """
-  rng = np.random.default_rng(1)
-  x = rng.normal(size=(noise_stats.BATCH, 40)).astype(np.float32)
-  y = rng.integers(0, 10, noise_stats.BATCH)
-  with strategy.scope():
-    tf.keras.utils.set_random_seed(0)
-    model = tfdp.make_private(tf.keras.Sequential([
-        tf.keras.layers.Dense(120, activation="tanh", input_shape=(40,)),
-        tf.keras.layers.Dense(10)]))
-    model.compile(optimizer=tfdp.optimizers.DPSGD(
-        learning_rate=noise_stats.LEARNING_RATE,
-        l2_norm_clip=noise_stats.CLIP, noise_multiplier=noise_stats.SIGMA,
-        expected_batch_size=noise_stats.BATCH),
-                  loss=noise_stats.ZeroGradientLoss())
-  return noise_stats.weight_change(model, x, y)
-
-
-def summed_noise(strategy, sigma, size):
-  """The noise on the cross-replica sum of zero clipped sums."""
-  with strategy.scope():
-    optimizer = tfdp.optimizers.DPSGD(learning_rate=1.0, l2_norm_clip=CLIP,
-                                      noise_multiplier=sigma,
-                                      expected_batch_size=1)
-  per_replica = strategy.run(
-      tf.function(lambda: optimizer.noisy_average([tf.zeros([size])])[0]))
-  return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica,
-                         axis=None).numpy()
+from tests import strategy_checks  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def main():
   strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-  noise = summed_noise(strategy, sigma=1.5, size=100_000)
-  print(json.dumps({
-      "replicas": strategy.num_replicas_in_sync,
-      "mirrored_relative_error": clipped_step_under_strategy(strategy),
-      "single_relative_error": clipped_step_under_strategy(
-          tf.distribute.get_strategy()),
-      "noise_std": float(noise.std(ddof=1)),
-      "noise_mean": float(noise.mean()),
-      "noise_size": int(noise.size),
-      "expected_std": 1.5 * CLIP,
-      "fit_weight_change": fit_noise(strategy).tolist(),
-  }))
+  print(json.dumps(strategy_checks.report(strategy)))
 
 
 if __name__ == "__main__":

@@ -115,8 +115,9 @@ def test_mirrored_strategy_matches_one_device_and_adds_noise_once():
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads(result.stdout.strip().splitlines()[-1])
   assert report["replicas"] == 2
-  assert report["mirrored_relative_error"] < 1e-5
+  assert report["strategy_relative_error"] < 1e-5
   assert report["single_relative_error"] < 1e-5
+  assert report["strategy_vs_single_relative_error"] < 1e-5
   n, expected = report["noise_size"], report["expected_std"]
   # Noise drawn on each of the 2 replicas would give sqrt(2) * sigma * C.
   assert abs(report["noise_std"] - expected) < (

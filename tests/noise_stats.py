@@ -61,3 +61,41 @@ def assert_noise_std(change: Sequence[float],
       f"noise std {change.std(ddof=1):.5g}, expected {expected_std:.5g} "
       f"(+- {Z * std_error:.2g})")
   assert abs(change.mean()) < Z * expected_std / np.sqrt(d)
+
+
+def assert_poisson_union(rows, size: int, batch: int) -> None:
+  """Replicas' batches form, step by step, one Poisson sample of the set.
+
+  Args:
+    rows: [step][replica] the rows of replica g's batch (g in order over
+      all replicas, e.g. worker 0's then worker 1's).
+    size: N, the whole set.
+    batch: the expected global batch N q.
+
+  Replica g may hold only rows i with i mod R = g; the union's inclusion
+  counts over T steps are then Binomial(T, q) per row, checked together by
+  a chi-square test (p-value above KS_P_MIN) and in total to Z standard
+  errors. Replicas that shared their uniforms (no per-replica seed) would
+  pick matching rows (2k and 2k + 1 together): at most 1% of steps may
+  show identical patterns on two replicas (chance: (q^2 + (1-q)^2)^(N/R)).
+  """
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+
+  replicas, steps, q = len(rows[0]), len(rows), batch / size
+  counts = np.zeros(size)
+  identical = 0
+  for step in rows:
+    for owner, replica_rows in enumerate(step):
+      assert all(row % replicas == owner for row in replica_rows), (
+          f"replica {owner} holds rows of another replica: {replica_rows}")
+      counts[replica_rows] += 1
+    patterns = [tuple(row // replicas for row in r) for r in step]
+    identical += len(set(patterns)) < len(patterns)
+  assert counts.max() <= steps  # No row twice in one step.
+  expected = steps * q
+  chi_square = np.sum((counts - expected) ** 2) / (expected * (1 - q))
+  assert stats.chi2.sf(chi_square, size - 1) > KS_P_MIN
+  assert stats.chi2.cdf(chi_square, size - 1) > KS_P_MIN
+  total_std = np.sqrt(size * steps * q * (1 - q))
+  assert abs(counts.sum() - size * steps * q) < Z * total_std
+  assert identical <= 0.01 * steps

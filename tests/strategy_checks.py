@@ -87,6 +87,49 @@ def summed_noise(strategy, sigma, size):
                          axis=None).numpy()
 
 
+def sampled_rows(strategy, steps=300, size=200, batch=20):
+  """Rows each local replica's batch holds, per step: [step][replica][rows].
+
+  The labels are the row numbers, so the batches name their rows.
+  """
+  x = np.zeros([size, 2], np.float32)
+  sampled = tfdp.data.distributed_poisson_batches(
+      strategy, x, np.arange(size), batch)
+  iterator = iter(sampled.dataset)
+  rows = []
+  for _ in range(steps):
+    _, labels = next(iterator)
+    rows.append([replica.numpy().tolist() for replica in
+                 strategy.experimental_local_results(labels)])
+  return rows
+
+
+def fit_with_sampler(strategy, steps_per_epoch=3, epochs=2):
+  """DP fit on distributed Poisson batches with a PrivacyCallback.
+
+  Returns the accountant's steps, its epsilon, and the sum of the weights
+  (equal on every worker when they stay in sync).
+  """
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(64, 5)).astype(np.float32)
+  y = rng.integers(0, 3, 64)
+  sampled = tfdp.data.distributed_poisson_batches(strategy, x, y, 16)
+  accountant = tfdp.privacy.PrivacyAccountant(1.0, 1e-5,
+                                              **sampled.accountant_kwargs())
+  with strategy.scope():
+    model = tfdp.make_private(_model())
+    model.compile(optimizer=tfdp.optimizers.DPSGD(
+        learning_rate=0.1, l2_norm_clip=CLIP, noise_multiplier=1.0,
+        expected_batch_size=16), loss=LOSS)
+  model.fit(sampled.dataset, steps_per_epoch=steps_per_epoch, epochs=epochs,
+            callbacks=[tfdp.callbacks.PrivacyCallback(accountant)],
+            verbose=0)
+  return {"steps": accountant.steps, "epsilon": accountant.spent().epsilon,
+          "weight_sum": float(sum(np.sum(v.numpy())
+                                  for v in model.trainable_variables)),
+          "iterations": int(model.optimizer.iterations.numpy())}
+
+
 def report(strategy) -> dict:
   """Every check under `strategy`, and the single-device reference."""
   noise = summed_noise(strategy, sigma=1.5, size=100_000)
@@ -103,4 +146,6 @@ def report(strategy) -> dict:
       "noise_size": int(noise.size),
       "expected_std": 1.5 * CLIP,
       "fit_weight_change": fit_noise(strategy).tolist(),
+      "sampled_rows": sampled_rows(strategy),
+      "fit_with_sampler": fit_with_sampler(strategy),
   }

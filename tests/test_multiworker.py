@@ -55,3 +55,13 @@ def test_two_workers_match_one_process_and_add_noise_once():
       noise_stats.Z * expected / np.sqrt(2 * n))
   assert abs(report["noise_mean"]) < noise_stats.Z * expected / np.sqrt(n)
   noise_stats.assert_noise_std(report["fit_weight_change"])
+  # Each worker samples its replica's rows with the global q: the union is a
+  # Poisson sample of the whole set (tests/strategy_checks.sampled_rows).
+  union = [steps0 + steps1 for steps0, steps1 in
+           zip(reports[0]["sampled_rows"], reports[1]["sampled_rows"])]
+  noise_stats.assert_poisson_union(union, size=200, batch=20)
+  # model.fit on those batches: both workers took the same 6 steps, the
+  # accountant counted each once, and the weights stayed in sync.
+  fits = [r["fit_with_sampler"] for r in reports]
+  assert fits[0] == fits[1]
+  assert fits[0]["steps"] == fits[0]["iterations"] == 6

@@ -125,6 +125,9 @@ def test_mirrored_strategy_matches_one_device_and_adds_noise_once():
   assert abs(report["noise_mean"]) < noise_stats.Z * expected / np.sqrt(n)
   # The same through model.fit: the noise of one step, once across replicas.
   noise_stats.assert_noise_std(report["fit_weight_change"])
+  # distributed_poisson_batches: the replicas' union is one Poisson sample.
+  noise_stats.assert_poisson_union(report["sampled_rows"], size=200, batch=20)
+  assert report["fit_with_sampler"]["steps"] == 6
 
 
 def test_train_step_compiles_with_xla():

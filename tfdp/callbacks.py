@@ -115,7 +115,7 @@ class PrivacyCallback(tf.keras.callbacks.Callback):
            "expected_batch_size=...) (or fixed_size_batches for a "
            "fixed-size accountant), and build the accountant with its "
            "accountant_kwargs().")
-    if not isinstance(x, tf.data.Dataset):
+    if not isinstance(x, (tf.data.Dataset, tf.distribute.DistributedDataset)):
       raise ValueError(
           f"fit(x={type(x).__name__}, batch_size={batch_size}) shuffles the "
           "data once per epoch and cuts it into consecutive batches; the "

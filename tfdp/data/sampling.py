@@ -47,13 +47,15 @@ class SampledDataset:
   Attributes:
     dataset: yields (x_batch, y_batch); `steps_per_epoch` elements per
       iteration, and each new iteration (each Keras epoch) draws fresh batches.
+      From `distributed_poisson_batches`, an endless
+      `tf.distribute.DistributedDataset` of per-replica batches instead.
     sampling: `POISSON` or `FIXED_SIZE`.
     dataset_size: number of examples N.
     expected_batch_size: the expected (Poisson) or exact (fixed-size) batch
       size b.
     steps_per_epoch: number of batches per iteration of `dataset`.
   """
-  dataset: tf.data.Dataset
+  dataset: Any
   sampling: str
   dataset_size: int
   expected_batch_size: int
@@ -294,3 +296,86 @@ def fixed_size_batches(x: Any,
 
   return _sampled_dataset(x, y, FIXED_SIZE, batch_size, steps_per_epoch, seed,
                           select)
+
+
+def distributed_poisson_batches(strategy: tf.distribute.Strategy,
+                                x: Any,
+                                y: Any,
+                                expected_batch_size: int,
+                                *,
+                                steps_per_epoch: Optional[int] = None,
+                                seed: Optional[int] = None) -> SampledDataset:
+  """Poisson-sampled batches for the replicas of a `tf.distribute` strategy.
+
+  Replica g of the R replicas in sync (on any worker) owns the examples
+  i with i mod R = g; at every step it keeps each of them independently
+  with the same q = expected_batch_size / N, N the WHOLE dataset:
+
+      i in replica g's batch  <=>  i mod R = g  and  u_i < q
+
+  The owners partition the examples and every u_i is independent, so the
+  union of the replicas' batches is exactly `poisson_batches`' sample of
+  the whole set, with the q the accountant uses. Each worker (every one
+  holds x and y) builds only its replicas' batches, through
+  `strategy.distribute_datasets_from_function`; the optimizer sums the
+  clipped gradients over all replicas and divides by expected_batch_size.
+
+  The step seeds are drawn as in `poisson_batches` (secret unless `seed` is
+  given) and folded with g, so that no two replicas share their draws.
+  Pass `steps_per_epoch=sampled.steps_per_epoch` to `fit`: the dataset is an
+  endless `tf.distribute.DistributedDataset`.
+
+  Args:
+    strategy: MirroredStrategy, MultiWorkerMirroredStrategy or the default.
+    x: per-example inputs, first axis N, the same on every worker.
+    y: per-example labels, first axis N, the same on every worker.
+    expected_batch_size: the expected GLOBAL batch N q, in [1, N].
+    steps_per_epoch: steps per epoch; default round(N / expected_batch_size).
+    seed: None (default, secret) or a non-negative integer (tests only).
+
+  Returns:
+    A `SampledDataset` with sampling `POISSON` whose `dataset` is the
+    distributed dataset.
+
+  Example:
+    >>> strategy = tf.distribute.get_strategy()
+    >>> sampled = distributed_poisson_batches(
+    ...     strategy, np.zeros([100, 3]), np.zeros([100]), 10, seed=0)
+    >>> sampled.sampling_probability, sampled.steps_per_epoch
+    (0.1, 10)
+  """
+  n = _check_arrays(x, y)
+  batch_size = _check_batch_size("expected_batch_size", expected_batch_size, n)
+  steps = _check_steps(steps_per_epoch, n, batch_size)
+  seed = (secrets.randbits(63) if seed is None else
+          _validation.check_non_negative_int("seed", seed))
+  replicas = strategy.num_replicas_in_sync
+  q = batch_size / n
+
+  def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+    x_tensor, y_tensor = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+    local = replicas // context.num_input_pipelines
+    first = context.input_pipeline_id * local
+
+    def replica_batch(step_seed, owner):
+      rows = tf.range(owner, n, replicas, dtype=tf.int64)
+      u = tf.random.stateless_uniform(
+          tf.shape(rows), seed=tf.random.experimental.stateless_fold_in(
+              step_seed, owner), dtype=tf.float64)
+      kept = tf.boolean_mask(rows, u < q)
+      return tf.gather(x_tensor, kept), tf.gather(y_tensor, kept)
+
+    # One element per local replica and step, step-major: the order in
+    # which distribute_datasets_from_function hands elements to replicas.
+    step_seeds = tf.data.Dataset.random(seed=seed).batch(2)
+    return step_seeds.flat_map(
+        lambda step_seed: tf.data.Dataset.range(first, first + local).map(
+            lambda owner: replica_batch(step_seed, owner))).prefetch(
+                tf.data.AUTOTUNE)
+
+  dataset = strategy.distribute_datasets_from_function(dataset_fn)
+  sampled = SampledDataset(dataset=dataset, sampling=POISSON,
+                           dataset_size=n, expected_batch_size=batch_size,
+                           steps_per_epoch=steps)
+  dataset._tfdp_sampler = dataclasses.replace(sampled, dataset=None)  # pylint: disable=protected-access
+  return sampled

@@ -278,3 +278,26 @@ def test_finite_float_targets_and_numpy_scalars_are_accepted(sampler):
   assert len(batches) == 3
   for x, y in batches:
     np.testing.assert_allclose(x[:, 0] / 3, y)
+
+
+def test_docstring_examples_run():
+  import doctest  # pylint: disable=g-import-not-at-top
+
+  result = doctest.testmod(sampling, extraglobs={"np": np, "tf": tf})
+  assert result.attempted > 0 and result.failed == 0
+
+
+def test_distributed_poisson_batches_on_one_replica_is_poisson():
+  strategy = tf.distribute.get_strategy()
+  sampled = sampling.distributed_poisson_batches(
+      strategy, np.zeros([100, 2], np.float32), np.arange(100), 10)
+  assert sampled.accountant_kwargs() == {
+      "sampling": "poisson", "batch_size": 10, "dataset_size": 100}
+  iterator = iter(sampled.dataset)
+  sizes = [len(next(iterator)[1]) for _ in range(400)]
+  # Binomial(100, 0.1): mean 10, variance 9; 400 steps.
+  assert abs(np.mean(sizes) - 10) < 5.5 * 3 / np.sqrt(400)
+  assert 4.0 < np.var(sizes) < 16.0
+  with pytest.raises(ValueError, match="expected_batch_size"):
+    sampling.distributed_poisson_batches(strategy, np.zeros([5, 2]),
+                                         np.zeros(5), 6)

@@ -9,53 +9,86 @@ actually spent, the steps taken and the wall time.
   python -m experiments.quickstart
   python -m experiments.quickstart --target_epsilon=1 --epochs=20
   python -m experiments.quickstart --resume   # after a crash or a kill
+  python -m experiments.quickstart --workers=2   # two local workers
   tensorboard --logdir runs/quickstart
 
 Every epoch is backed up (model, optimizer, accountant) under the run
 directory; --resume continues the latest unfinished run from there, with the
 same flags, and its epsilon counts every step of the final model once.
+
+--workers=N runs N worker processes under MultiWorkerMirroredStrategy
+(docs/distributed.md): each samples its share of every Poisson batch
+(`tfdp.data.distributed_poisson_batches`), the noise is added once to the
+global sum, and worker 0 writes the results.
 """
 
 import os
+import sys
 import time
 
 from absl import app
 import tensorflow as tf
 
+from experiments import _distributed
 from experiments import _report
 from experiments import _training
 import flags as shared_flags
+from flags import distributed as distributed_flags
 from flags import output as output_flags
 from flags import privacy as privacy_flags
 from flags import training as training_flags
 import tfdp
 
-shared_flags.adopt_key_flags(output_flags, privacy_flags, training_flags)
+shared_flags.adopt_key_flags(
+    distributed_flags, output_flags, privacy_flags, training_flags,
+    exclude=("worker_index", "worker_run_dir", "worker_ports"))
+
+
+def _batches(strategy, digits: tfdp.data.ImageDataset):
+  """--sampling's batches; with several replicas, each samples its share."""
+  if strategy.num_replicas_in_sync == 1:
+    return _training.sampled_batches(digits.train.x, digits.train.y)
+  if privacy_flags.SAMPLING.value != tfdp.privacy.POISSON:
+    raise app.UsageError("--workers > 1 samples Poisson batches only: drop "
+                         f"--sampling={privacy_flags.SAMPLING.value}")
+  return tfdp.data.distributed_poisson_batches(
+      strategy, digits.train.x, digits.train.y,
+      training_flags.BATCH_SIZE.value, seed=privacy_flags.SAMPLING_SEED.value)
 
 
 def main(argv):
   del argv
+  if _distributed.is_launcher():
+    run_dir = _report.run_directory(output_flags.OUTPUT_DIR.value,
+                                    "quickstart",
+                                    resume=output_flags.RESUME.value)
+    sys.exit(_distributed.launch("experiments.quickstart", run_dir))
+  strategy = _distributed.strategy()
   tf.keras.utils.set_random_seed(training_flags.SEED.value)
   started = time.perf_counter()
   digits = tfdp.data.load_digits()
-  sampled = _training.sampled_batches(digits.train.x, digits.train.y)
+  sampled = _batches(strategy, digits)
   noise_multiplier = _training.noise_multiplier(sampled)
   accountant = _training.privacy_accountant(noise_multiplier, sampled)
-  model = _training.compile_private(
-      tfdp.make_private(
-          tfdp.models.mlp(digits.input_shape, digits.num_classes)),
-      noise_multiplier)
+  with strategy.scope():
+    model = _training.compile_private(
+        tfdp.make_private(
+            tfdp.models.mlp(digits.input_shape, digits.num_classes)),
+        noise_multiplier)
 
-  run_dir = _report.run_directory(output_flags.OUTPUT_DIR.value, "quickstart",
-                                  resume=output_flags.RESUME.value)
+  run_dir = _distributed.run_dir(None) or _report.run_directory(
+      output_flags.OUTPUT_DIR.value, "quickstart",
+      resume=output_flags.RESUME.value)
+  own_dir = _distributed.private_dir(run_dir)
   callbacks = [
       _report.backup_callback(run_dir),
       tfdp.callbacks.PrivacyCallback(
           accountant, target_epsilon=privacy_flags.TARGET_EPSILON.value,
-          log_dir=run_dir, checkpoint_path=os.path.join(run_dir, "ckpt")),
-      tf.keras.callbacks.TensorBoard(run_dir),
+          log_dir=own_dir, checkpoint_path=os.path.join(own_dir, "ckpt")),
+      tf.keras.callbacks.TensorBoard(own_dir),
   ]
   model.fit(sampled.dataset, epochs=training_flags.EPOCHS.value,
+            steps_per_epoch=sampled.steps_per_epoch,
             validation_data=(digits.test.x, digits.test.y),
             callbacks=callbacks, verbose=output_flags.VERBOSE.value)
   _, test_accuracy = model.evaluate(digits.test.x, digits.test.y, verbose=0)
@@ -69,8 +102,11 @@ def main(argv):
       "sampling": spent.sampling,
       "noise_multiplier": spent.noise_multiplier,
       "steps": spent.steps,
+      "workers": strategy.num_replicas_in_sync,
       "wall_time_s": time.perf_counter() - started,
   }
+  if not _distributed.is_chief():
+    return
   _report.write_json(os.path.join(run_dir, "results.json"), results)
   print(_report.markdown_table([results]))
   print(f"\nPrivacy: {spent}.")

@@ -29,6 +29,29 @@ def test_quickstart_short_run(tmp_path):
   assert list((results_file.parent / "privacy").glob("events.*"))
 
 
+def test_quickstart_on_two_local_workers(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.quickstart", "--workers=2",
+       "--epochs=2", "--target_epsilon=1.0", f"--output_dir={tmp_path}",
+       "--verbose=0"],
+      capture_output=True, text=True, cwd=ROOT, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  (results_file,) = (tmp_path / "quickstart").glob("*/results.json")
+  results = json.loads(results_file.read_text())
+  assert results["workers"] == 2
+  # Every step counted once, with the whole set's q, whatever the workers.
+  steps = 2 * round(1437 / 64)
+  assert results["steps"] == steps
+  assert results["epsilon"] == pytest.approx(privacy.compute_epsilon(
+      results["noise_multiplier"], steps, 1e-5, batch_size=64,
+      dataset_size=1437).epsilon, rel=1e-9)
+  assert results["test_accuracy"] > 0.3
+  # Worker 1 wrote its own logs, not the chief's.
+  assert (results_file.parent / "worker-1.log").exists()
+  assert (results_file.parent / "worker-1" / "privacy").is_dir()
+  assert result.stdout.count("| test_accuracy |") == 1
+
+
 def test_quickstart_killed_then_resumed_counts_every_step_once(tmp_path):
   epochs, steps_per_epoch = 8, round(1437 / 64)
   command = [sys.executable, "-m", "experiments.quickstart",

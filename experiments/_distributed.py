@@ -1,0 +1,104 @@
+"""Multi-worker runs of an experiment: --workers=N on one host, or TF_CONFIG.
+
+With --workers=N > 1 the launching process starts N copies of the
+experiment (`python -m MODULE` with the same flags), each with TF_CONFIG
+naming the N workers on loopback ports and its own index, waits for them,
+and relays the chief's output (worker 0); the others' output goes to
+RUN_DIR/worker-I.log. Each worker builds `strategy()`:
+MultiWorkerMirroredStrategy wherever TF_CONFIG names a cluster (set by the
+launcher, or by the user on a real cluster), else the default strategy.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from typing import List, Optional
+
+from flags import distributed as distributed_flags
+
+
+def _free_ports(count: int) -> List[str]:
+  sockets = [socket.socket() for _ in range(count)]
+  for s in sockets:
+    s.bind(("localhost", 0))
+  ports = [str(s.getsockname()[1]) for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+def is_launcher() -> bool:
+  """True in the process the user started with --workers > 1."""
+  return (distributed_flags.WORKERS.value > 1 and
+          distributed_flags.WORKER_INDEX.value is None)
+
+
+def launch(module: str, run_dir: str) -> int:
+  """Runs --workers copies of `module` sharing `run_dir`; the chief's code."""
+  count = distributed_flags.WORKERS.value
+  ports = _free_ports(count)
+  base = [sys.executable, "-m", module, *sys.argv[1:],
+          f"--worker_run_dir={run_dir}", f"--worker_ports={','.join(ports)}"]
+  workers = []
+  for index in range(count):
+    log = (None if index == 0 else
+           open(os.path.join(run_dir, f"worker-{index}.log"), "w"))
+    workers.append((subprocess.Popen(base + [f"--worker_index={index}"],
+                                     stdout=log, stderr=log), log))
+  codes = [worker.wait() for worker, _ in workers]
+  for _, log in workers:
+    if log is not None:
+      log.close()
+  failed = [i for i, code in enumerate(codes) if code]
+  if failed:
+    print(f"workers {failed} failed (exit codes "
+          f"{[codes[i] for i in failed]}); see {run_dir}/worker-I.log",
+          file=sys.stderr)
+  return max(codes, key=abs)
+
+
+def strategy():
+  """The run's strategy; call it before any other TensorFlow op.
+
+  In a worker started by `launch`, TF_CONFIG is set here from the flags.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  index = distributed_flags.WORKER_INDEX.value
+  if index is not None:
+    os.environ["TF_CONFIG"] = json.dumps({
+        "cluster": {"worker": [f"localhost:{port}" for port in
+                               distributed_flags.WORKER_PORTS.value]},
+        "task": {"type": "worker", "index": index}})
+  if "TF_CONFIG" in os.environ:
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  return tf.distribute.get_strategy()
+
+
+def is_chief() -> bool:
+  """The process that writes results: TF_CONFIG's chief, else worker 0 (or
+  the only process)."""
+  config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+  task = config.get("task", {})
+  if "chief" in config.get("cluster", {}):
+    return task.get("type") == "chief"
+  return task.get("index", 0) == 0
+
+
+def run_dir(default: str) -> str:
+  """The shared run directory (--worker_run_dir in a worker), else
+  `default`."""
+  return distributed_flags.WORKER_RUN_DIR.value or default
+
+
+def private_dir(directory: str) -> Optional[str]:
+  """`directory` on the chief; a worker's own subdirectory elsewhere (so
+  that two workers never write the same file)."""
+  if is_chief():
+    return directory
+  config = json.loads(os.environ["TF_CONFIG"])
+  path = os.path.join(directory, f"worker-{config['task']['index']}")
+  os.makedirs(path, exist_ok=True)
+  return path

@@ -68,3 +68,27 @@ def test_model_inversion_docs_example_runs():
                "model_inversion.md", "exec"), namespace)
   assert namespace["found"].images.shape == (50, 8, 8, 1)
   assert 0 <= namespace["metrics"]["top1"] <= 1
+
+
+def test_distributed_docs_example_runs():
+  """docs/distributed.md's code, on the default strategy (one process)."""
+  (example,) = re.findall(r"```python\n(.*?)```",
+                          (ROOT / "docs" / "distributed.md").read_text(),
+                          flags=re.S)
+  replaced = "tf.distribute.MultiWorkerMirroredStrategy()"
+  assert replaced in example and "epochs=10," in example
+  example = example.replace(replaced, "tf.distribute.get_strategy()").replace(
+      "epochs=10,", "epochs=1,")
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tfdp  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(0)
+  namespace = {
+      "tf": tf, "tfdp": tfdp, "noise_multiplier": 1.0,
+      "x": rng.normal(size=(512, 4)).astype(np.float32),
+      "y": rng.integers(0, 2, 512),
+      "build_model": lambda: tf.keras.Sequential(
+          [tf.keras.Input([4]), tf.keras.layers.Dense(2)])}
+  exec(compile(example, "distributed.md", "exec"), namespace)  # pylint: disable=exec-used
+  assert namespace["accountant"].steps == 2  # round(512 / 256) steps.

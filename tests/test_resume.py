@@ -9,8 +9,12 @@ weights), and training must continue from the backup's weights and
 optimizer slots.
 """
 
+import json
 import pathlib
 import signal
+import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -26,13 +30,7 @@ def _epsilon(steps):
                                  dataset_size=N).epsilon
 
 
-@pytest.mark.parametrize("order", ["backup_first", "privacy_first"])
-def test_killed_run_resumes_and_counts_every_step_once(order, tmp_path):
-  killed = scripts.run_script(SCRIPT, str(tmp_path), order, "kill",
-                              timeout=300)
-  assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-  result = scripts.run_json_script(SCRIPT, str(tmp_path), order, "resume",
-                                   timeout=300)
+def _check_resumed(result):
   # Training went on from the backup of epoch 2: weights, momentum slots
   # and step count as backed up.
   assert result["restored_iterations"] == 2 * STEPS_PER_EPOCH
@@ -48,3 +46,44 @@ def test_killed_run_resumes_and_counts_every_step_once(order, tmp_path):
       _epsilon(total + STEPS_PER_EPOCH), rel=1e-9)
   assert result["first_accountant_after_second_fit"] == (
       total + STEPS_PER_EPOCH)
+
+
+@pytest.mark.parametrize("order", ["backup_first", "privacy_first"])
+def test_killed_run_resumes_and_counts_every_step_once(order, tmp_path):
+  killed = scripts.run_script(SCRIPT, str(tmp_path), order, "kill",
+                              timeout=300)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+  _check_resumed(scripts.run_json_script(SCRIPT, str(tmp_path), order,
+                                         "resume", timeout=300))
+
+
+def _workers(workdir, phase):
+  """Starts the two workers of resume_check.py on fresh loopback ports."""
+  sockets = [socket.socket() for _ in range(2)]
+  for s in sockets:
+    s.bind(("localhost", 0))
+  ports = [str(s.getsockname()[1]) for s in sockets]
+  for s in sockets:
+    s.close()
+  return [subprocess.Popen(
+      [sys.executable, str(SCRIPT), str(scripts.ROOT), str(workdir),
+       "backup_first", phase, str(index), *ports],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+          for index in range(2)]
+
+
+def test_two_workers_killed_resume_and_count_every_step_once(tmp_path):
+  """Worker 0 dies by SIGKILL mid-epoch 3; both restart from the backup."""
+  workers = _workers(tmp_path, "kill")
+  try:
+    _, stderr = workers[0].communicate(timeout=300)
+    assert workers[0].returncode == -signal.SIGKILL, stderr[-3000:]
+  finally:
+    for worker in workers:  # Worker 1 waits for worker 0's all-reduce.
+      worker.kill()
+      worker.communicate()
+  workers = _workers(tmp_path, "resume")
+  outputs = [worker.communicate(timeout=300) for worker in workers]
+  for worker, (stdout, stderr) in zip(workers, outputs):
+    assert worker.returncode == 0, stderr[-3000:]
+    _check_resumed(json.loads(stdout.strip().splitlines()[-1]))

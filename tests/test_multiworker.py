@@ -2,29 +2,19 @@
 
 import json
 import pathlib
-import socket
 import subprocess
 import sys
 
 import numpy as np
 
 from tests import noise_stats
+from tests import scripts
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _free_ports(count):
-  sockets = [socket.socket() for _ in range(count)]
-  for s in sockets:
-    s.bind(("localhost", 0))
-  ports = [str(s.getsockname()[1]) for s in sockets]
-  for s in sockets:
-    s.close()
-  return ports
-
-
 def test_two_workers_match_one_process_and_add_noise_once():
-  ports = _free_ports(2)
+  ports = scripts.free_ports(2)
   workers = [subprocess.Popen(
       [sys.executable, str(ROOT / "tests" / "multiworker_check.py"),
        str(ROOT), str(index), *ports],

@@ -12,7 +12,6 @@ optimizer slots.
 import json
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 
@@ -59,12 +58,7 @@ def test_killed_run_resumes_and_counts_every_step_once(order, tmp_path):
 
 def _workers(workdir, phase):
   """Starts the two workers of resume_check.py on fresh loopback ports."""
-  sockets = [socket.socket() for _ in range(2)]
-  for s in sockets:
-    s.bind(("localhost", 0))
-  ports = [str(s.getsockname()[1]) for s in sockets]
-  for s in sockets:
-    s.close()
+  ports = scripts.free_ports(2)
   return [subprocess.Popen(
       [sys.executable, str(SCRIPT), str(scripts.ROOT), str(workdir),
        "backup_first", phase, str(index), *ports],

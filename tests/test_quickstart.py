@@ -29,22 +29,24 @@ def test_quickstart_short_run(tmp_path):
   assert list((results_file.parent / "privacy").glob("events.*"))
 
 
-def test_quickstart_on_two_local_workers(tmp_path):
+def test_quickstart_on_two_local_workers_stops_at_the_target(tmp_path):
   result = subprocess.run(
       [sys.executable, "-m", "experiments.quickstart", "--workers=2",
-       "--epochs=2", "--target_epsilon=1.0", f"--output_dir={tmp_path}",
-       "--verbose=0"],
+       "--epochs=6", "--noise_multiplier=2.0", "--target_epsilon=1.0",
+       f"--output_dir={tmp_path}", "--verbose=0"],
       capture_output=True, text=True, cwd=ROOT, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   (results_file,) = (tmp_path / "quickstart").glob("*/results.json")
   results = json.loads(results_file.read_text())
   assert results["workers"] == 2
-  # Every step counted once, with the whole set's q, whatever the workers.
-  steps = 2 * round(1437 / 64)
+  # Every step counted once, with the whole set's q: after 4 epochs of 22
+  # steps epsilon is 0.91; a 5th would pass 1.0, so both workers stopped.
+  epsilon = lambda steps: privacy.compute_epsilon(
+      2.0, steps, 1e-5, batch_size=64, dataset_size=1437).epsilon
+  steps = 4 * round(1437 / 64)
+  assert epsilon(steps) <= 1.0 < epsilon(steps + round(1437 / 64))
   assert results["steps"] == steps
-  assert results["epsilon"] == pytest.approx(privacy.compute_epsilon(
-      results["noise_multiplier"], steps, 1e-5, batch_size=64,
-      dataset_size=1437).epsilon, rel=1e-9)
+  assert results["epsilon"] == pytest.approx(epsilon(steps), rel=1e-9)
   assert results["test_accuracy"] > 0.3
   # Worker 1 wrote its own logs, not the chief's.
   assert (results_file.parent / "worker-1.log").exists()

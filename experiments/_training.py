@@ -8,6 +8,7 @@ multiplier (--noise_multiplier, or calibrated to --target_epsilon over
 
 from typing import Optional
 
+from absl import app
 import tensorflow as tf
 
 from flags import privacy as privacy_flags
@@ -20,10 +21,24 @@ _SAMPLERS = {
 }
 
 
-def sampled_batches(x, y) -> tfdp.data.SampledDataset:
-  """(x, y) batched by the --sampling sampler at --batch_size."""
-  return _SAMPLERS[privacy_flags.SAMPLING.value](
-      x, y, training_flags.BATCH_SIZE.value,
+def sampled_batches(x, y, strategy=None) -> tfdp.data.SampledDataset:
+  """(x, y) batched by the --sampling sampler at --batch_size.
+
+  Under a strategy with several replicas (e.g. --workers), each replica
+  samples its share of every Poisson batch
+  (`tfdp.data.distributed_poisson_batches`); fixed-size sampling has no
+  such form and is refused.
+  """
+  if strategy is None or strategy.num_replicas_in_sync == 1:
+    return _SAMPLERS[privacy_flags.SAMPLING.value](
+        x, y, training_flags.BATCH_SIZE.value,
+        seed=privacy_flags.SAMPLING_SEED.value)
+  if privacy_flags.SAMPLING.value != tfdp.privacy.POISSON:
+    raise app.UsageError(
+        f"--sampling={privacy_flags.SAMPLING.value}: with several replicas "
+        "(--workers) only Poisson batches are sampled; drop --sampling")
+  return tfdp.data.distributed_poisson_batches(
+      strategy, x, y, training_flags.BATCH_SIZE.value,
       seed=privacy_flags.SAMPLING_SEED.value)
 
 

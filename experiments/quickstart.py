@@ -44,18 +44,6 @@ shared_flags.adopt_key_flags(
     exclude=("worker_index", "worker_run_dir", "worker_ports"))
 
 
-def _batches(strategy, digits: tfdp.data.ImageDataset):
-  """--sampling's batches; with several replicas, each samples its share."""
-  if strategy.num_replicas_in_sync == 1:
-    return _training.sampled_batches(digits.train.x, digits.train.y)
-  if privacy_flags.SAMPLING.value != tfdp.privacy.POISSON:
-    raise app.UsageError("--workers > 1 samples Poisson batches only: drop "
-                         f"--sampling={privacy_flags.SAMPLING.value}")
-  return tfdp.data.distributed_poisson_batches(
-      strategy, digits.train.x, digits.train.y,
-      training_flags.BATCH_SIZE.value, seed=privacy_flags.SAMPLING_SEED.value)
-
-
 def main(argv):
   del argv
   if _distributed.is_launcher():
@@ -67,7 +55,8 @@ def main(argv):
   tf.keras.utils.set_random_seed(training_flags.SEED.value)
   started = time.perf_counter()
   digits = tfdp.data.load_digits()
-  sampled = _batches(strategy, digits)
+  sampled = _training.sampled_batches(digits.train.x, digits.train.y,
+                                      strategy)
   noise_multiplier = _training.noise_multiplier(sampled)
   accountant = _training.privacy_accountant(noise_multiplier, sampled)
   with strategy.scope():

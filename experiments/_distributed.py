@@ -14,7 +14,7 @@ import os
 import socket
 import subprocess
 import sys
-from typing import List, Optional
+from typing import List
 
 from flags import distributed as distributed_flags
 
@@ -93,7 +93,7 @@ def run_dir(default: str) -> str:
   return distributed_flags.WORKER_RUN_DIR.value or default
 
 
-def private_dir(directory: str) -> Optional[str]:
+def private_dir(directory: str) -> str:
   """`directory` on the chief; a worker's own subdirectory elsewhere (so
   that two workers never write the same file)."""
   if is_chief():

@@ -1,6 +1,7 @@
 """The main job runs end to end and reports what it spent."""
 
 import json
+import os
 import pathlib
 import signal
 import subprocess
@@ -54,19 +55,24 @@ def test_quickstart_on_two_local_workers_stops_at_the_target(tmp_path):
   assert result.stdout.count("| test_accuracy |") == 1
 
 
-def test_quickstart_killed_then_resumed_counts_every_step_once(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_quickstart_killed_then_resumed_counts_every_step_once(tmp_path,
+                                                               workers):
   epochs, steps_per_epoch = 8, round(1437 / 64)
   command = [sys.executable, "-m", "experiments.quickstart",
              f"--epochs={epochs}", "--target_epsilon=2.0",
-             f"--output_dir={tmp_path}", "--verbose=0"]
+             f"--output_dir={tmp_path}", "--verbose=0",
+             f"--workers={workers}"]
+  # A session of its own: kill -9 reaches the launcher and its workers.
   run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
   deadline = time.monotonic() + 300
   backups = lambda: list((tmp_path / "quickstart").glob(
       "*/backup/chief/checkpoint"))
   while not backups() and run.poll() is None and time.monotonic() < deadline:
     time.sleep(0.05)
-  run.send_signal(signal.SIGKILL)  # kill -9 once epoch 1 is backed up.
+  os.killpg(run.pid, signal.SIGKILL)  # kill -9 once epoch 1 is backed up.
   _, stderr = run.communicate(timeout=60)
   assert run.returncode == -signal.SIGKILL, stderr[-3000:]
   assert not list((tmp_path / "quickstart").glob("*/results.json"))

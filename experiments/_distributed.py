@@ -11,22 +11,11 @@ launcher, or by the user on a real cluster), else the default strategy.
 
 import json
 import os
-import socket
 import subprocess
 import sys
-from typing import List
 
+from experiments import _ports
 from flags import distributed as distributed_flags
-
-
-def _free_ports(count: int) -> List[str]:
-  sockets = [socket.socket() for _ in range(count)]
-  for s in sockets:
-    s.bind(("localhost", 0))
-  ports = [str(s.getsockname()[1]) for s in sockets]
-  for s in sockets:
-    s.close()
-  return ports
 
 
 def is_launcher() -> bool:
@@ -38,7 +27,7 @@ def is_launcher() -> bool:
 def launch(module: str, run_dir: str) -> int:
   """Runs --workers copies of `module` sharing `run_dir`; the chief's code."""
   count = distributed_flags.WORKERS.value
-  ports = _free_ports(count)
+  ports = _ports.free_ports(count)
   base = [sys.executable, "-m", module, *sys.argv[1:],
           f"--worker_run_dir={run_dir}", f"--worker_ports={','.join(ports)}"]
   workers = []

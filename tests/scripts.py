@@ -8,10 +8,11 @@ last.
 
 import json
 import pathlib
-import socket
 import subprocess
 import sys
-from typing import Any, Dict, List
+from typing import Any, Dict
+
+from experiments._ports import free_ports  # pylint: disable=unused-import
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -30,13 +31,3 @@ def run_json_script(script: pathlib.Path, *args: str,
   assert result.returncode == 0, result.stderr[-3000:]
   return json.loads(result.stdout.strip().splitlines()[-1])
 
-
-def free_ports(count: int) -> List[str]:
-  """`count` loopback ports free a moment ago, e.g. for TF_CONFIG workers."""
-  sockets = [socket.socket() for _ in range(count)]
-  for s in sockets:
-    s.bind(("localhost", 0))
-  ports = [str(s.getsockname()[1]) for s in sockets]
-  for s in sockets:
-    s.close()
-  return ports

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Callable, Tuple
 
 from experiments import _ports
 from flags import distributed as distributed_flags
@@ -46,6 +47,55 @@ def launch(module: str, run_dir: str) -> int:
           f"{[codes[i] for i in failed]}); see {run_dir}/worker-I.log",
           file=sys.stderr)
   return max(codes, key=abs)
+
+
+def start(make_run_dir: Callable[[], str]) -> Tuple[object, str]:
+  """The experiment's strategy and run directory, or the launcher's exit.
+
+  In the process the user started with --workers > 1, makes the run
+  directory, runs the workers (the same module, `python -m`) and exits with
+  their status. Elsewhere (a worker, or one process) returns `strategy()`
+  and the run directory: the launcher's in a worker, else
+  `make_run_dir()`. Call it before any other TensorFlow op.
+  """
+  if is_launcher():
+    module = getattr(sys.modules["__main__"].__spec__, "name", None)
+    if module is None:
+      raise RuntimeError("--workers needs the experiment run as a module: "
+                         "python -m experiments.NAME")
+    sys.exit(launch(module, make_run_dir()))
+  return strategy(), run_dir(None) or make_run_dir()
+
+
+def in_cluster() -> bool:
+  """True in a worker of several (--workers, or TF_CONFIG set)."""
+  return (distributed_flags.WORKER_INDEX.value is not None
+          or "TF_CONFIG" in os.environ)
+
+
+def user_command(module: str) -> str:
+  """The command the user ran: the launcher's flags for its workers left
+  out."""
+  internal = tuple(f"--{name}=" for name in distributed_flags.INTERNAL)
+  return " ".join(["python -m", module] + [
+      arg for arg in sys.argv[1:] if not arg.startswith(internal)])
+
+
+def broadcast_from_chief(strategy, array):
+  """The chief's value of `array` on every worker (itself elsewhere).
+
+  For what each worker computes but only one may release (e.g. noisy mean
+  samples): the chief's copy is kept, the others' are discarded unseen.
+  Variables created in a multi-worker strategy's scope take the chief's
+  initial value on every worker.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  if strategy.num_replicas_in_sync == 1:
+    return array
+  with strategy.scope():
+    shared = tf.Variable(array, trainable=False)
+  return shared.numpy()
 
 
 def strategy():

@@ -25,13 +25,18 @@ unfinished run, its accountant counting every D step once.
   python -m experiments.dp_gan --dataset=mnist \
       --npz=../shared/data/mnist_test.npz --target_epsilon=10
   python -m experiments.dp_gan --mode=none --no_dp_guarantee   # baseline
+  python -m experiments.dp_gan --workers=2   # two local workers
+
+--workers=N runs N worker processes under MultiWorkerMirroredStrategy
+(docs/distributed.md): each samples its share of every Poisson batch and
+makes 1/N of the fake batch, the noise is added once to D's global sum, the
+chief releases the mean samples, evaluates and writes the results.
 
 docs/dp_gan.md has the method, what is private and why, and the results.
 """
 
 import json
 import os
-import sys
 import time
 from typing import Any, Dict, Optional
 
@@ -41,9 +46,11 @@ import numpy as np
 import tensorflow as tf
 
 from experiments import _data
+from experiments import _distributed
 from experiments import _report
 import flags as shared_flags
 from flags import data as data_flags
+from flags import distributed as distributed_flags
 from flags import gan as gan_flags
 from flags import output as output_flags
 from flags import privacy as privacy_flags
@@ -56,7 +63,9 @@ flags.set_default(training_flags.BATCH_SIZE, 600)
 flags.set_default(training_flags.LEARNING_RATE, 2e-4)
 flags.set_default(privacy_flags.L2_NORM_CLIP, 4.0)
 flags.set_default(privacy_flags.TARGET_EPSILON, 10.0)
-shared_flags.adopt_key_flags(data_flags, privacy_flags, gan_flags)
+shared_flags.adopt_key_flags(data_flags, privacy_flags, gan_flags,
+                             distributed_flags,
+                             exclude=distributed_flags.INTERNAL)
 for _flag in (training_flags.BATCH_SIZE, training_flags.LEARNING_RATE,
               training_flags.SEED, output_flags.OUTPUT_DIR,
               output_flags.RESUME):
@@ -110,11 +119,13 @@ def _noise_multiplier(dataset_size: int, release: Optional[float]) -> float:
       release_noise_multiplier=release)
 
 
-def _mean_samples(dataset: tfdp.data.ImageDataset, run_dir: str):
+def _mean_samples(dataset: tfdp.data.ImageDataset, run_dir: str, strategy):
   """The run's mean samples and their noise multiplier, released once.
 
   They are saved in the run directory (a private release may be kept), so
   that --resume reuses them instead of releasing (and paying for) new ones.
+  Under several workers only the chief's draw is released: every worker
+  gets its copy (the others' draws are discarded unseen).
   """
   path = os.path.join(run_dir, "mean_samples.npz")
   if os.path.exists(path):
@@ -124,7 +135,9 @@ def _mean_samples(dataset: tfdp.data.ImageDataset, run_dir: str):
       dataset.train.x, gan_flags.MEAN_SAMPLES.value,
       min(_value(gan_flags.MEAN_SIZE), len(dataset.train)),
       gan_flags.MEAN_NOISE_STD.value, seed=training_flags.SEED.value)
-  np.savez(path, samples=samples, noise_multiplier=release)
+  samples = _distributed.broadcast_from_chief(strategy, samples)
+  if _distributed.is_chief():
+    np.savez(path, samples=samples, noise_multiplier=release)
   return samples, release
 
 
@@ -139,6 +152,8 @@ def _check_same_privacy(gan: tfdp.gan.DPGAN, run_dir: str) -> None:
             "l2_norm_clip": gan.l2_norm_clip, "batch_size": gan.batch_size,
             "delta": privacy_flags.DELTA.value}
   path = os.path.join(run_dir, "privacy.json")
+  if not _distributed.is_chief():
+    return
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
@@ -151,11 +166,13 @@ def _check_same_privacy(gan: tfdp.gan.DPGAN, run_dir: str) -> None:
     _report.write_json(path, config)
 
 
-def build(dataset: tfdp.data.ImageDataset, run_dir: str) -> tfdp.gan.DPGAN:
+def build(dataset: tfdp.data.ImageDataset, run_dir: str,
+          strategy=None) -> tfdp.gan.DPGAN:
   """The trainer the flags describe (mean samples released if needed)."""
+  strategy = strategy or tf.distribute.get_strategy()
   mean_samples = release = None
   if _uses_mean_samples():
-    mean_samples, release = _mean_samples(dataset, run_dir)
+    mean_samples, release = _mean_samples(dataset, run_dir, strategy)
   return tfdp.gan.DPGAN.build(
       gan_flags.ARCHITECTURE.value, dataset.input_shape,
       num_classes=dataset.num_classes,
@@ -175,7 +192,7 @@ def build(dataset: tfdp.data.ImageDataset, run_dir: str) -> tfdp.gan.DPGAN:
       gp_weight=gan_flags.GP_WEIGHT.value,
       clip_fake=gan_flags.CLIP_FAKE.value,
       accountant=privacy_flags.ACCOUNTANT.value,
-      allow_no_dp=gan_flags.NO_DP_GUARANTEE.value)
+      allow_no_dp=gan_flags.NO_DP_GUARANTEE.value, strategy=strategy)
 
 
 def _privacy_text(gan: tfdp.gan.DPGAN, parts: bool = False) -> str:
@@ -198,9 +215,15 @@ def train(gan: tfdp.gan.DPGAN, dataset: tfdp.data.ImageDataset,
   restored = tf.train.latest_checkpoint(checkpoint_dir)
   if restored:
     print(f"Resumed from {restored}")
-  sampled = tfdp.data.poisson_batches(
-      dataset.train.x, dataset.train.y, _value(training_flags.BATCH_SIZE),
-      seed=privacy_flags.SAMPLING_SEED.value)
+  batch_size = _value(training_flags.BATCH_SIZE)
+  if gan.replicas > 1:  # Each replica samples its share (endless).
+    batches = iter(tfdp.data.distributed_poisson_batches(
+        gan.strategy, dataset.train.x, dataset.train.y, batch_size,
+        seed=privacy_flags.SAMPLING_SEED.value).dataset)
+  else:
+    batches = iter(tfdp.data.poisson_batches(
+        dataset.train.x, dataset.train.y, batch_size,
+        seed=privacy_flags.SAMPLING_SEED.value).dataset.repeat())
   started = time.perf_counter()
 
   def progress(step: int, losses: Dict[str, float]) -> None:
@@ -209,9 +232,10 @@ def train(gan: tfdp.gan.DPGAN, dataset: tfdp.data.ImageDataset,
           f"{time.perf_counter() - started:.0f} s  {_privacy_text(gan)}",
           flush=True)
 
-  gan.train(iter(sampled.dataset.repeat()), gan_flags.STEPS.value,
+  gan.train(batches, gan_flags.STEPS.value,
             d_steps=gan_flags.D_STEPS.value,
-            log_dir=os.path.join(run_dir, "tensorboard"),
+            log_dir=os.path.join(_distributed.private_dir(run_dir),
+                                 "tensorboard"),
             checkpoint_dir=checkpoint_dir,
             log_every=gan_flags.LOG_EVERY.value,
             grid_every=gan_flags.GRID_EVERY.value, on_log=progress)
@@ -243,16 +267,20 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   _check_flags()
+  strategy, run_dir = _distributed.start(
+      lambda: _report.run_directory(output_flags.OUTPUT_DIR.value,
+                                    _EXPERIMENT,
+                                    resume=output_flags.RESUME.value))
   dataset = _data.load_dataset()
   tf.keras.utils.set_random_seed(training_flags.SEED.value)
-  run_dir = _report.run_directory(output_flags.OUTPUT_DIR.value, _EXPERIMENT,
-                                  resume=output_flags.RESUME.value)
-  gan = build(dataset, run_dir)
+  gan = build(dataset, run_dir, strategy)
   _check_same_privacy(gan, run_dir)
   print(f"{dataset.name}: {len(dataset.train)} training images, "
         f"{len(dataset.test)} held out; D {gan.mode}, noise multiplier "
         f"{gan.noise_multiplier:.4g}; run directory {run_dir}", flush=True)
   train_s = train(gan, dataset, run_dir)
+  if not _distributed.is_chief():
+    return  # The chief evaluates the (identical) model and writes.
   started = time.perf_counter()
   evaluation = tfdp.gan.evaluation.evaluate(
       gan, dataset.train, dataset.test, num_classes=dataset.num_classes,
@@ -263,8 +291,7 @@ def main(argv):
       seed=training_flags.SEED.value)
   spent = gan.spent()
   settings = {
-      "command": "python -m experiments." + _EXPERIMENT + " " +
-                 " ".join(sys.argv[1:]),
+      "command": _distributed.user_command("experiments." + _EXPERIMENT),
       "dataset": dataset.name,
       "model": f"{gan.conditioning} {gan_flags.ARCHITECTURE.value} "
                f"(D width {gan_flags.WIDTH.value}, G width "
@@ -280,6 +307,7 @@ def main(argv):
       "clip_fake": gan.clip_fake,
       "noise_multiplier": gan.noise_multiplier,
       "seed": training_flags.SEED.value,
+      "replicas": gan.replicas,
   }
   if gan.is_private:
     settings.update(target_epsilon=privacy_flags.TARGET_EPSILON.value,

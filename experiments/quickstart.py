@@ -23,7 +23,6 @@ global sum, and worker 0 writes the results.
 """
 
 import os
-import sys
 import time
 
 from absl import app
@@ -41,17 +40,15 @@ import tfdp
 
 shared_flags.adopt_key_flags(
     distributed_flags, output_flags, privacy_flags, training_flags,
-    exclude=("worker_index", "worker_run_dir", "worker_ports"))
+    exclude=distributed_flags.INTERNAL)
 
 
 def main(argv):
   del argv
-  if _distributed.is_launcher():
-    run_dir = _report.run_directory(output_flags.OUTPUT_DIR.value,
+  strategy, run_dir = _distributed.start(
+      lambda: _report.run_directory(output_flags.OUTPUT_DIR.value,
                                     "quickstart",
-                                    resume=output_flags.RESUME.value)
-    sys.exit(_distributed.launch("experiments.quickstart", run_dir))
-  strategy = _distributed.strategy()
+                                    resume=output_flags.RESUME.value))
   tf.keras.utils.set_random_seed(training_flags.SEED.value)
   started = time.perf_counter()
   digits = tfdp.data.load_digits()
@@ -65,9 +62,6 @@ def main(argv):
             tfdp.models.mlp(digits.input_shape, digits.num_classes)),
         noise_multiplier)
 
-  run_dir = _distributed.run_dir(None) or _report.run_directory(
-      output_flags.OUTPUT_DIR.value, "quickstart",
-      resume=output_flags.RESUME.value)
   own_dir = _distributed.private_dir(run_dir)
   callbacks = [
       _report.backup_callback(run_dir),

@@ -13,6 +13,12 @@ RESULTS_DIR/tensorboard.
   python -m experiments.stobatch_mnist --dataset=../shared/data/mnist_test.npz \
       --gpus=4 --steps=2000 --epsilon_ae=1 --epsilon_out=1
   python -m experiments.stobatch_mnist --mode=test --results_dir=runs/sb
+  python -m experiments.stobatch_mnist --dataset=digits --workers=2
+
+--workers=N runs N worker processes under MultiWorkerMirroredStrategy
+(docs/distributed.md), one replica each: the same fixed batches and fixed
+noise on every worker (the chief's, broadcast), checkpoints written by the
+chief and restored by all (a rerun resumes), evaluation by the chief.
 
 Inputs: images in [0, 1] become 2x - 1 in [-1, 1] and are resized to 28x28
 (digits: bilinear from 8x8) or centre-cropped (larger images); see
@@ -21,17 +27,19 @@ tfdp.stobatch.models.to_architecture_input.
 
 import json
 import os
-import sys
 import time
 from typing import Any, Dict, Sequence
 
 from absl import app
 
+from experiments import _distributed
 from experiments import _report
 import flags as shared_flags
+from flags import distributed as distributed_flags
 from flags import stobatch as sb_flags
 
-shared_flags.adopt_key_flags(sb_flags)
+shared_flags.adopt_key_flags(sb_flags, distributed_flags,
+                             exclude=distributed_flags.INTERNAL)
 
 _DEFAULT_ATTACK_SIZE = {"mnist": 1.0, "cifar10": 0.5, "tinyimagenet": 0.1}
 # Defaults on digits (1,437 training images of 8x8), for flags not given:
@@ -54,6 +62,23 @@ def digits_batch_size(train_examples: int, replicas: int) -> int:
   largest batch gives the least noise per coefficient.
   """
   return max(1, train_examples // (2 * replicas))
+
+
+def _check_worker_flags() -> None:
+  """Several workers: each runs its own devices, and training only."""
+  if sb_flags.GPUS.value != 1 or sb_flags.ALLOW_CPU_REPLICAS.value:
+    raise app.UsageError(
+        "--workers (or TF_CONFIG): each worker runs one replica per local "
+        "GPU, or one on its CPU, under MultiWorkerMirroredStrategy; leave "
+        "--gpus and --allow_cpu_replicas out")
+  if sb_flags.MODE.value != "train":
+    raise app.UsageError("--mode=test evaluates in one process: drop "
+                         "--workers")
+
+
+def _made(directory: str) -> str:
+  os.makedirs(directory, exist_ok=True)
+  return directory
 
 
 def setting(flag, dataset: str, default=None):
@@ -95,11 +120,17 @@ def run(architecture: str, default_dataset: str) -> Dict[str, Any]:
   # uninitialised.
   # pylint: disable=g-import-not-at-top
   from tfdp.stobatch import replicas
-  try:
-    strategy = replicas.replica_strategy(sb_flags.GPUS.value,
-                                         sb_flags.ALLOW_CPU_REPLICAS.value)
-  except ValueError as error:
-    raise app.UsageError(str(error)) from error
+  results_dir = sb_flags.RESULTS_DIR.value
+  if distributed_flags.WORKERS.value > 1 or _distributed.in_cluster():
+    _check_worker_flags()
+    strategy, results_dir = _distributed.start(
+        lambda: _made(results_dir))
+  else:
+    try:
+      strategy = replicas.replica_strategy(sb_flags.GPUS.value,
+                                           sb_flags.ALLOW_CPU_REPLICAS.value)
+    except ValueError as error:
+      raise app.UsageError(str(error)) from error
   import tensorflow as tf
   from tfdp.stobatch import evaluation
   from tfdp.stobatch import models
@@ -143,10 +174,10 @@ def run(architecture: str, default_dataset: str) -> Dict[str, Any]:
       input_noise_scale=sb_flags.TRAIN_INPUT_NOISE_SCALE.value)
   trainer = trainer_lib.StoBatchTrainer(model, strategy, config)
 
-  results_dir = sb_flags.RESULTS_DIR.value
   checkpoint_dir = (sb_flags.CHECKPOINT_DIR.value
                     or os.path.join(results_dir, "checkpoints"))
-  log_dir = os.path.join(results_dir, "tensorboard")
+  log_dir = os.path.join(_distributed.private_dir(results_dir),
+                         "tensorboard")
   os.makedirs(results_dir, exist_ok=True)
   print(trainer.privacy_statement())
   devices = _devices(strategy)
@@ -164,6 +195,8 @@ def run(architecture: str, default_dataset: str) -> Dict[str, Any]:
   else:
     step = trainer_lib.restore_latest(trainer, checkpoint_dir)
   train_seconds = time.time() - started
+  if not _distributed.is_chief():
+    return {}  # The chief evaluates the (identical) model and writes.
 
   kappas = [float(k) for k in sb_flags.KAPPAS.value]
   noise_scale = sb_flags.INFERENCE_NOISE_SCALE.value
@@ -185,7 +218,8 @@ def run(architecture: str, default_dataset: str) -> Dict[str, Any]:
 
   output = {
       "experiment": f"stobatch_{architecture}",
-      "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+      "command": _distributed.user_command(
+          f"experiments.stobatch_{architecture}"),
       "mode": sb_flags.MODE.value,
       "dataset": ds.name,
       "architecture": architecture,

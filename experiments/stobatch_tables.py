@@ -105,9 +105,16 @@ def tables(runs: List[Dict[str, Any]]) -> str:
     lines += [_report.markdown_table(
         [row for r in group for row in _robust_rows(r)]), ""]
   lines += ["## Commands", ""]
-  lines += [f"* `python -m experiments.{r['command'].replace('.py', '', 1)}`"
-            for r in runs]
+  lines += [f"* `{_command(r)}`" for r in runs]
   return "\n".join(lines) + "\n"
+
+
+def _command(run) -> str:
+  """The run's command; older runs recorded `SCRIPT.py ARGS`."""
+  command = run["command"]
+  if command.startswith("python -m "):
+    return command
+  return "python -m experiments." + command.replace(".py", "", 1)
 
 
 def main(argv):

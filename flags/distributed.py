@@ -17,3 +17,6 @@ WORKER_RUN_DIR = flags.DEFINE_string(
 WORKER_PORTS = flags.DEFINE_list(
     "worker_ports", None, "Set by --workers: the workers' loopback ports; "
     "not for users.")
+
+# Set by the launcher for its workers: left out of the experiments' --help.
+INTERNAL = ("worker_index", "worker_run_dir", "worker_ports")

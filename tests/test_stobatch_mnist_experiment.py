@@ -83,3 +83,28 @@ def test_tables_refuse_an_empty_match(tmp_path):
                 timeout=120)
   assert result.returncode != 0
   assert "--runs matched no directory with results.json" in result.stderr
+
+
+def test_two_workers_train_resume_and_the_chief_writes(tmp_path):
+  args = [f"--results_dir={tmp_path}", "--workers=2", *TINY]
+  first = _run("experiments.stobatch_mnist", ["--steps=3", *args])
+  assert first.returncode == 0, first.stderr[-3000:]
+  # The chief's checkpoints only (the other worker's copies are removed).
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+      "checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index",
+      "ckpt-3.data-00000-of-00001", "ckpt-3.index"]
+  resumed = _run("experiments.stobatch_mnist", ["--steps=5", *args])
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  out = json.loads((tmp_path / "results.json").read_text())
+  assert out["replicas"] == 2 and out["steps"] == 5
+  assert [h["step"] for h in out["history"]] == [4, 5]
+  assert out["command"].startswith("python -m experiments.stobatch_mnist "
+                                   "--steps=5 ")
+  assert "--worker_" not in out["command"]
+  # The other worker trained (its own TensorBoard) and wrote no results.
+  assert _scalar_tags(tmp_path / "worker-1" / "tensorboard")[
+      "train/output_loss"] == {1, 2, 3, 4, 5}
+  assert not list((tmp_path / "worker-1").glob("results.*"))
+  refused = _run("experiments.stobatch_mnist",
+                 ["--steps=5", "--gpus=2", *args])
+  assert refused.returncode != 0 and "--gpus" in refused.stderr

@@ -34,6 +34,7 @@ if "tensorflow" not in sys.modules:
 from tfdp import attacks  # pylint: disable=g-import-not-at-top
 from tfdp import audit
 from tfdp import callbacks
+from tfdp import checkpointing
 from tfdp import clipping
 from tfdp import data
 from tfdp import gan
@@ -48,6 +49,7 @@ from tfdp.private import make_private
 
 __version__ = "0.1.0"
 
-__all__ = ["attacks", "audit", "callbacks", "clipping", "data", "gan", "layers",
+__all__ = ["attacks", "audit", "callbacks", "checkpointing",
+           "clipping", "data", "gan", "layers",
            "models", "optimizers", "privacy", "robust", "stobatch",
            "make_private"]

@@ -4,11 +4,14 @@ Covers the Dense (any rank), Embedding and normalisation rules, the exact
 fall-back for unregistered layers, nested models, and the refusals.
 """
 
+import pathlib
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tests import oracle
+from tests import scripts
 from tfdp.clipping import fast
 from tfdp.clipping.layers import _common
 
@@ -202,3 +205,13 @@ def test_layers_are_untapped_after_a_call():
   fast.clipped_gradients(model, np.zeros((2, 5), np.float32), [0, 1], LOSS,
                          1.0)
   assert "call" not in vars(model.layers[0])
+
+
+def test_an_empty_batch_of_static_size_gives_zero_gradients_in_its_own_process():
+  # Grappler aborted such a process with SIGFPE before the fix; a Poisson
+  # batch can be empty, and the DP-GAN's first step traces its exact shape.
+  out = scripts.run_json_script(
+      pathlib.Path(__file__).with_name("empty_batch_check.py"), timeout=120)
+  assert out["total"] == 0.0
+  assert out["shapes"] == [[4, 3], [3], [3, 2], [2]]
+  assert out["norms"] == 0

@@ -30,11 +30,14 @@ def _results(tmp_path):
   return json.loads(path.read_text()), path
 
 
-def test_digits_run_prints_epsilon_downstream_and_logan(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_digits_run_prints_epsilon_downstream_and_logan(tmp_path, workers):
   result = _run(tmp_path, "--target_epsilon=3", "--gan_loss=wgan_gp",
-                "--mean_samples=4")
+                "--mean_samples=4", f"--workers={workers}")
   results, path = _results(tmp_path)
   settings = results["settings"]
+  assert settings["replicas"] == workers
+  assert "--worker_" not in settings["command"]
   assert settings["dataset"] == "digits" and settings["batch_size"] == 128
   # D's 12 steps at the calibrated noise, composed with the mean samples.
   expected = privacy.compute_epsilon(
@@ -54,6 +57,17 @@ def test_digits_run_prints_epsilon_downstream_and_logan(tmp_path):
   assert results["frechet_distance"] > 0
   assert (path.parent / "samples.png").exists()
   assert list((path.parent / "tensorboard").glob("events.*"))
+  if workers == 2:
+    # The other worker trained the same model on the chief's mean samples
+    # (the same losses at every logged step), logging on its own.
+    progress = [line for line in result.stdout.splitlines()
+                if line.startswith("step ")]
+    other = (path.parent / "worker-1.log").read_text().splitlines()
+    assert len(progress) == 2
+    assert ([line.split("  ")[:3] for line in progress] ==
+            [line.split("  ")[:3] for line in other
+             if line.startswith("step ")])
+    assert list((path.parent / "worker-1" / "tensorboard").glob("events.*"))
 
 
 def test_immediate_sensitivity_needs_the_flag_and_prints_no_epsilon(tmp_path):

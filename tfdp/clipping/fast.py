@@ -144,6 +144,24 @@ class _TappedPass(NamedTuple):
   center_dots: Optional[tf.Tensor]
 
 
+def _unknown_if_empty(tensor):
+  """`tensor`, with its batch size unknown to the graph if it is static 0.
+
+  An empty batch (possible under Poisson sampling) traced with a static
+  batch size of 0 makes Grappler's constant folding divide by zero inside
+  TensorFlow 2.15 and kill the process with SIGFPE (a Dense, an activation
+  and a Dense are enough); the same graph with an unknown batch size runs.
+  """
+  if not isinstance(tensor, (tf.Tensor, tf.Variable)) and not hasattr(
+      tensor, "shape"):
+    return tensor
+  shape = tf.TensorShape(tensor.shape)
+  if shape.rank and shape[0] == 0:
+    return tf.raw_ops.PlaceholderWithDefault(
+        input=tensor, shape=[None] + shape[1:].as_list())
+  return tensor
+
+
 def _layer_gradients(model: tf.keras.Model, x, y,
                      loss_fn: engine.PerExampleLossFn,
                      sample_weight: Optional[tf.Tensor], training: bool,
@@ -160,6 +178,8 @@ def _layer_gradients(model: tf.keras.Model, x, y,
   gives g_i . v for its layer's part of v (`LayerGradients.dot`), from the
   tensors it already has; their sum over layers is g_i . v.
   """
+  x, y, sample_weight = tf.nest.map_structure(
+      _unknown_if_empty, (x, y, sample_weight))
   layers = tapped_layers(model)
   with _tapping(layers, copies) as taps:
     with tf.GradientTape(watch_accessed_variables=False) as tape:

@@ -60,6 +60,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdp import _validation
+from tfdp import checkpointing
 from tfdp import clipping
 from tfdp import optimizers
 from tfdp import privacy
@@ -74,6 +75,28 @@ NO_DP_NOTE = "no DP guarantee"
 # Floor on adaptive clip bounds: a layer whose gradients vanish on the mean
 # samples still gets a (tiny) positive bound.
 _MIN_LAYER_CLIP = 1e-6
+
+
+def _replica_mean(values: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+  """The mean of `values` over the replicas in sync (itself with one)."""
+  context = tf.distribute.get_replica_context()
+  if context is None or context.num_replicas_in_sync == 1:
+    return values
+  return context.all_reduce(tf.distribute.ReduceOp.MEAN, values)
+
+
+def _check_built_in_scope(strategy: tf.distribute.Strategy,
+                          *networks: tf.keras.Model) -> None:
+  if strategy.num_replicas_in_sync == 1:
+    return
+  for network in networks:
+    outside = [v.name for v in network.variables
+               if not strategy.extended.variable_created_in_scope(v)]
+    if outside:
+      raise ValueError(
+          f"{network.name} was built outside the strategy's scope (e.g. "
+          f"{outside[0]}): build G and D in `with strategy.scope():`, or "
+          "use DPGAN.build(..., strategy=strategy)")
 
 
 class DPGAN(tf.Module):
@@ -101,7 +124,8 @@ class DPGAN(tf.Module):
                gp_weight: float = 10.0,
                clip_fake: bool = True,
                accountant: str = privacy.PLD,
-               allow_no_dp: bool = False):
+               allow_no_dp: bool = False,
+               strategy: Optional[tf.distribute.Strategy] = None):
     """Builds the trainer.
 
     Args:
@@ -133,6 +157,13 @@ class DPGAN(tf.Module):
       accountant: "pld" or "rdp".
       allow_no_dp: must be True for the modes without a DP guarantee
         (``is``, ``none``).
+      strategy: the `tf.distribute.Strategy` to train under (default: the
+        current one). G and D must have been built in its scope
+        (`build` does that). With several replicas, every step runs on all
+        of them: each replica clips its share of the real batch (which must
+        come as distributed values, e.g. from
+        `tfdp.data.distributed_poisson_batches`), the first adds the noise
+        once, and each generates 1/R of the fake batch.
 
     Raises:
       ValueError: naming the argument that is missing or out of range.
@@ -178,9 +209,38 @@ class DPGAN(tf.Module):
     self.clip_fake = bool(clip_fake)
     self.mean_samples = (None if mean_samples is None else
                          tf.constant(mean_samples, tf.float32))
+    self.strategy = strategy or tf.distribute.get_strategy()
+    self.replicas = self.strategy.num_replicas_in_sync
+    _check_built_in_scope(self.strategy, generator, discriminator)
+    if mode == "is" and self.replicas > 1:
+      raise ValueError(
+          "mode='is' runs on one replica only (its noise scale is the "
+          f"batch's own sensitivity), got a strategy with {self.replicas}")
+    # Each replica makes 1/R of the fake batch (at least one example).
+    self.fakes_per_replica = max(1, self.batch_size // self.replicas)
     adam = dict(learning_rate=learning_rate, beta_1=beta_1)
-    self.g_optimizer = tf.keras.optimizers.Adam(**adam)
+    with self.strategy.scope():
+      self._build_optimizers(adam, mode, noise_multiplier,
+                             expected_batch_size, l2_norm_clip)
+      # Latent draws and fake labels: in a strategy's scope the generator
+      # gives every replica its own stream (tf.random.Generator), so the
+      # replicas' fakes differ even when the workers share a global seed.
+      self._rng = tf.random.Generator.from_seed(int(tf.random.uniform(
+          [], maxval=2**62, dtype=tf.int64)))
     self.accountant = None
+    if mode in PRIVATE_MODES:
+      self.accountant = privacy.PrivacyAccountant(
+          noise_multiplier, delta, batch_size=expected_batch_size,
+          dataset_size=dataset_size, accountant=accountant,
+          release_noise_multiplier=mean_noise_multiplier)
+      self.accountant.track(self.d_optimizer)
+    self._d_step = tf.function(self._distributed_discriminator_step,
+                               reduce_retracing=True)
+    self._g_step = tf.function(self._distributed_generator_step)
+
+  def _build_optimizers(self, adam, mode, noise_multiplier,
+                        expected_batch_size, l2_norm_clip):
+    self.g_optimizer = tf.keras.optimizers.Adam(**adam)
     if mode in PRIVATE_MODES:
       # Adaptive clipping scales the clipped sum to sensitivity 1 before the
       # optimizer's noise and back after it (`_real_gradients`).
@@ -188,34 +248,33 @@ class DPGAN(tf.Module):
           l2_norm_clip=l2_norm_clip if mode == "gc" else 1.0,
           noise_multiplier=noise_multiplier,
           expected_batch_size=expected_batch_size, **adam)
-      self.accountant = privacy.PrivacyAccountant(
-          noise_multiplier, delta, batch_size=expected_batch_size,
-          dataset_size=dataset_size, accountant=accountant,
-          release_noise_multiplier=mean_noise_multiplier)
-      self.accountant.track(self.d_optimizer)
     else:
       self.d_optimizer = tf.keras.optimizers.Adam(**adam)
-    self._d_step = tf.function(self._discriminator_step, reduce_retracing=True)
-    self._g_step = tf.function(self._generator_step)
 
   @classmethod
   def build(cls, architecture: str, image_shape: Tuple[int, ...], *,
             num_classes: int, conditioning: str = "acgan",
             latent_dim: int = 100, width: int = 128,
-            generator_width: Optional[int] = None, **kwargs) -> "DPGAN":
+            generator_width: Optional[int] = None,
+            strategy: Optional[tf.distribute.Strategy] = None,
+            **kwargs) -> "DPGAN":
     """A trainer with G and D from `tfdp.gan.models` (kwargs: `__init__`'s).
 
     `width` sizes D, and G too unless `generator_width` is given (G is not
-    private: its size costs no privacy; D's adds noise dimensions).
+    private: its size costs no privacy; D's adds noise dimensions). G and D
+    are built in `strategy`'s scope.
     """
-    return cls(
-        models.generator(architecture, image_shape, num_classes,
-                         conditioning=conditioning, latent_dim=latent_dim,
-                         width=generator_width or width),
-        models.discriminator(architecture, image_shape, num_classes,
-                             conditioning=conditioning, width=width),
-        num_classes=num_classes, latent_dim=latent_dim,
-        conditioning=conditioning, **kwargs)
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+      generator = models.generator(
+          architecture, image_shape, num_classes, conditioning=conditioning,
+          latent_dim=latent_dim, width=generator_width or width)
+      discriminator = models.discriminator(
+          architecture, image_shape, num_classes, conditioning=conditioning,
+          width=width)
+    return cls(generator, discriminator, num_classes=num_classes,
+               latent_dim=latent_dim, conditioning=conditioning,
+               strategy=strategy, **kwargs)
 
   # Inputs and outputs.
 
@@ -225,10 +284,10 @@ class DPGAN(tf.Module):
     return images
 
   def _random_labels(self, count) -> tf.Tensor:
-    return tf.random.uniform([count], 0, self.num_classes, dtype=tf.int64)
+    return self._rng.uniform([count], 0, self.num_classes, dtype=tf.int64)
 
   def _generate(self, labels: tf.Tensor, training: bool) -> tf.Tensor:
-    z = tf.random.normal([tf.shape(labels)[0], self.latent_dim])
+    z = self._rng.normal([tf.shape(labels)[0], self.latent_dim])
     if not models.is_conditional(self.conditioning):
       return self.generator(z, training=training)
     one_hot = tf.one_hot(tf.cast(labels, tf.int32), self.num_classes)
@@ -314,12 +373,16 @@ class DPGAN(tf.Module):
     Args:
       batches: yields (images, labels) real batches drawn by Poisson
         sampling at `expected_batch_size` (e.g.
-        ``iter(tfdp.data.poisson_batches(x, y, B).dataset.repeat())``).
+        ``iter(tfdp.data.poisson_batches(x, y, B).dataset.repeat())``; with
+        several replicas, ``iter(tfdp.data.distributed_poisson_batches(
+        strategy, x, y, B).dataset)``).
       steps: the total number of G steps, >= 1.
       d_steps: D steps (private steps) per G step, >= 1.
       log_dir: TensorBoard scalars (losses, epsilon) every `log_every`
         steps and, for a conditional G, a sample grid every `grid_every`.
-      checkpoint_dir: where checkpoints go (and are resumed from).
+      checkpoint_dir: where checkpoints go (and are resumed from); under
+        several workers the chief writes it and every worker restores from
+        it (`tfdp.checkpointing.TrainingCheckpoints`).
       log_every: steps between logs and checkpoints, >= 1.
       grid_every: steps between sample grids, >= 1.
       on_log: called with (step, losses) every `log_every` steps.
@@ -331,12 +394,11 @@ class DPGAN(tf.Module):
     _validation.check_positive_int("d_steps", d_steps)
     _validation.check_positive_int("log_every", log_every)
     _validation.check_positive_int("grid_every", grid_every)
-    manager = None
+    checkpoints = None
     if checkpoint_dir is not None:
-      manager = tf.train.CheckpointManager(self.checkpoint(), checkpoint_dir,
-                                           max_to_keep=2)
-      if manager.latest_checkpoint:
-        manager.checkpoint.restore(manager.latest_checkpoint).expect_partial()
+      checkpoints = checkpointing.TrainingCheckpoints(
+          self.checkpoint(), checkpoint_dir, self.strategy, max_to_keep=2)
+      checkpoints.restore_latest()
     writer = (tf.summary.create_file_writer(log_dir) if log_dir is not None
               else tf.summary.create_noop_writer())
     first = step = int(self.g_optimizer.iterations.numpy())
@@ -352,8 +414,8 @@ class DPGAN(tf.Module):
             tf.summary.scalar(f"loss/{name}", value)
           if self.is_private:
             tf.summary.scalar("privacy/epsilon", self.spent().epsilon)
-          if manager is not None:
-            manager.save(checkpoint_number=step)
+          if checkpoints is not None:
+            checkpoints.save(step)
           if on_log is not None:
             on_log(step, step_losses)
         if ((step % grid_every == 0 or last) and
@@ -371,10 +433,23 @@ class DPGAN(tf.Module):
   # Steps.
 
   def discriminator_step(self, images, labels) -> Dict[str, float]:
-    """One D update on a real batch (drawn by Poisson sampling)."""
-    return {k: float(v) for k, v in self._d_step(
-        tf.convert_to_tensor(images, tf.float32),
-        tf.convert_to_tensor(labels, tf.int64)).items()}
+    """One D update on a real batch (drawn by Poisson sampling).
+
+    With several replicas, `images` and `labels` must be distributed values
+    (each replica's share of the batch); a plain batch would be clipped on
+    every replica and count each example R times.
+    """
+    if self.replicas > 1:
+      if not isinstance(images, tf.distribute.DistributedValues):
+        raise ValueError(
+            f"images must be distributed over the {self.replicas} replicas "
+            "(each replica's share of the Poisson batch), got a plain "
+            f"{type(images).__name__}: draw the batches with "
+            "tfdp.data.distributed_poisson_batches(strategy, x, y, B)")
+    else:
+      images = tf.convert_to_tensor(images, tf.float32)
+      labels = tf.convert_to_tensor(labels, tf.int64)
+    return {k: float(v) for k, v in self._d_step(images, labels).items()}
 
   def generator_step(self) -> Dict[str, float]:
     """One G update on a fresh batch of latent noise and labels."""
@@ -390,7 +465,8 @@ class DPGAN(tf.Module):
 
   def _mean_sample_batch(self) -> tf.Tensor:
     count = tf.shape(self.mean_samples)[0]
-    indices = tf.random.uniform([self.batch_size], 0, count, dtype=tf.int32)
+    indices = self._rng.uniform([self.fakes_per_replica], 0, count,
+                                dtype=tf.int32)
     return tf.gather(self.mean_samples, indices)
 
   def _layer_clips(self) -> Optional[Dict[str, tf.Tensor]]:
@@ -398,13 +474,16 @@ class DPGAN(tf.Module):
     if self.mode != "adaptive":
       return None
     anchors = self._mean_sample_batch()
-    labels = self._random_labels(self.batch_size)
+    labels = self._random_labels(self.fakes_per_replica)
     norms = fast.per_layer_norms(self.discriminator,
                                  self._d_inputs(anchors, labels), labels,
                                  self._real_loss_fn)
-    return {name: tf.maximum(self.adaptive_scalar * tf.reduce_mean(n),
-                             _MIN_LAYER_CLIP)
-            for name, n in norms.items()}
+    # Every replica must clip to the same bounds (the noise is calibrated to
+    # one sensitivity): average the replicas' means.
+    means = _replica_mean({name: tf.reduce_mean(n)
+                           for name, n in norms.items()})
+    return {name: tf.maximum(self.adaptive_scalar * mean, _MIN_LAYER_CLIP)
+            for name, mean in means.items()}
 
   def _clipped_sum(self, images, labels, loss_fn, clips):
     """sum_i of clipped g_i: to C (gc) or per layer to `clips` (adaptive)."""
@@ -438,7 +517,8 @@ class DPGAN(tf.Module):
                                  unconnected_gradients="zero")
       norm = tf.linalg.global_norm(gradients)
     if self.mode == "none":
-      return gradients
+      # Summed over the replicas: each gives its share of the mean.
+      return [g / self.replicas for g in gradients]
     # Immediate sensitivity: no DP guarantee (module docstring).
     input_gradients = outer.gradient(norm, images)
     flat = tf.reshape(input_gradients, [tf.shape(images)[0], -1])
@@ -454,23 +534,26 @@ class DPGAN(tf.Module):
     term keep the same scale; this is for balance, not for privacy.
     """
     d = self.discriminator
+    # The replicas' terms are summed: each is its share of the mean over
+    # all R * fakes_per_replica fakes.
+    total = float(self.fakes_per_replica * self.replicas)
     if self.clip_fake and self.mode in PRIVATE_MODES:
       result = self._clipped_sum(fakes, labels, self._fake_loss_fn, clips)
-      size = tf.cast(self.batch_size, tf.float32)
-      return ([g / size for g in result.gradient_sum],
+      return ([g / total for g in result.gradient_sum],
               tf.reduce_mean(result.per_example_losses))
     with tf.GradientTape() as tape:
-      fake_loss = tf.reduce_mean(self._fake_loss_fn(
-          labels, d(self._d_inputs(fakes, labels), training=True)))
+      fake_loss = tf.reduce_sum(self._fake_loss_fn(
+          labels, d(self._d_inputs(fakes, labels), training=True))) / total
     return (tape.gradient(fake_loss, d.trainable_variables,
-                          unconnected_gradients="zero"), fake_loss)
+                          unconnected_gradients="zero"),
+            fake_loss * self.replicas)
 
   def _discriminator_step(self, images, labels):
     d = self.discriminator
     variables = d.trainable_variables
     clips = self._layer_clips()
     gradients = self._real_gradients(images, labels, clips)
-    fake_labels = self._random_labels(self.batch_size)
+    fake_labels = self._random_labels(self.fakes_per_replica)
     fakes = tf.stop_gradient(self._generate(fake_labels, training=True))
     fake_gradients, fake_loss = self._fake_gradients(fakes, fake_labels, clips)
     gradients = [g + f for g, f in zip(gradients, fake_gradients)]
@@ -480,21 +563,36 @@ class DPGAN(tf.Module):
         penalty = losses.gradient_penalty(
             lambda x: d(self._d_inputs(x, fake_labels), training=True),
             self._mean_sample_batch(), fakes)
-      gradients = [g + self.gp_weight * p for g, p in zip(
+      weight = self.gp_weight / self.replicas  # The replicas' mean.
+      gradients = [g + weight * p for g, p in zip(
           gradients, tape.gradient(penalty, variables,
                                    unconnected_gradients="zero"))]
     self.d_optimizer.apply_gradients(zip(gradients, variables))
     return {"d_fake_loss": fake_loss, "gradient_penalty": penalty}
 
   def _generator_step(self):
-    labels = self._random_labels(self.batch_size)
+    labels = self._random_labels(self.fakes_per_replica)
     with tf.GradientTape() as tape:
       fakes = self._generate(labels, training=True)
       outputs = self.discriminator(self._d_inputs(fakes, labels),
                                    training=True)
       loss = tf.reduce_mean(losses.generator(self.loss, self.conditioning,
                                              labels, outputs))
+      # Summed over the replicas by the optimizer: the mean over all fakes.
+      share = loss / self.replicas
     variables = self.generator.trainable_variables
     self.g_optimizer.apply_gradients(
-        zip(tape.gradient(loss, variables), variables))
+        zip(tape.gradient(share, variables), variables))
     return {"g_loss": loss}
+
+  def _distributed_discriminator_step(self, images, labels):
+    return self._replica_means(self.strategy.run(
+        self._discriminator_step, args=(images, labels)))
+
+  def _distributed_generator_step(self):
+    return self._replica_means(self.strategy.run(self._generator_step))
+
+  def _replica_means(self, metrics):
+    return {name: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value,
+                                       axis=None)
+            for name, value in metrics.items()}

@@ -46,6 +46,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdp import _validation
+from tfdp import checkpointing
 from tfdp.privacy import mechanisms
 from tfdp.stobatch import losses as sb_losses
 from tfdp.stobatch import models as sb_models
@@ -497,7 +498,9 @@ class StoBatchTrainer:
       steps: Total steps (a resumed run continues up to it), >= 0.
       checkpoint_dir: Where to save every `checkpoint_every` steps and when
         the loop ends or is interrupted; the latest checkpoint there is
-        restored first (model, fixed noise, optimizer, step).
+        restored first (model, fixed noise, optimizer, step). Under several
+        workers the chief writes it and every worker restores from it
+        (`tfdp.checkpointing.TrainingCheckpoints`).
       checkpoint_every: >= 1.
       log_dir: TensorBoard directory for the metrics and epsilon, or None.
       log_every: Log (and record in the returned history) every this many
@@ -519,12 +522,11 @@ class StoBatchTrainer:
           f"the model holds {self.model.autoencoder.num_draws} noise draws, "
           f"one per fixed batch, but there are {batches.num_batches} fixed "
           "batches: build the model with num_batches=batches.num_batches")
-    manager = None
+    checkpoints = None
     if checkpoint_dir:
-      manager = tf.train.CheckpointManager(self.checkpoint(), checkpoint_dir,
-                                           max_to_keep=3)
-      if manager.latest_checkpoint:
-        self.checkpoint().restore(manager.latest_checkpoint)
+      checkpoints = checkpointing.TrainingCheckpoints(
+          self.checkpoint(), checkpoint_dir, self.strategy)
+      checkpoints.restore_latest()
     writer = tf.summary.create_file_writer(log_dir) if log_dir else None
     history = []
     step = int(self.optimizer.iterations.numpy())
@@ -541,13 +543,12 @@ class StoBatchTrainer:
               for name, value in metrics.items():
                 tf.summary.scalar(f"train/{name}", value)
               tf.summary.scalar("privacy/epsilon", self.epsilon)
-        if manager is not None and step % checkpoint_every == 0:
-          manager.save(checkpoint_number=step)
+        if checkpoints is not None and step % checkpoint_every == 0:
+          checkpoints.save(step)
     finally:
-      if manager is not None and step > 0 and (
-          manager.latest_checkpoint is None
-          or not manager.latest_checkpoint.endswith(f"-{step}")):
-        manager.save(checkpoint_number=step)
+      if (checkpoints is not None and step > 0
+          and checkpoints.saved_step != step):
+        checkpoints.save(step)
       if writer is not None:
         writer.flush()
     return history

@@ -44,6 +44,12 @@ def run_directory(output_dir: str, experiment: str,
       continue
 
 
+def made_directory(path: str) -> str:
+  """`path`, created if missing (a fixed --results_dir)."""
+  os.makedirs(path, exist_ok=True)
+  return path
+
+
 def backup_callback(run_dir: str):
   """BackupAndRestore under RUN_DIR/backup: model, optimizer, accountant.
 

@@ -31,7 +31,6 @@ docs/dp_smoothing.md has the documented runs and the hyper-parameter search.
 
 import json
 import os
-import sys
 import time
 from typing import Any, Dict, List
 
@@ -40,10 +39,12 @@ from absl import flags
 import tensorflow as tf
 
 from experiments import _data
+from experiments import _distributed
 from experiments import _report
 from experiments import _training
 import flags as shared_flags
 from flags import data as data_flags
+from flags import distributed as distributed_flags
 from flags import output as output_flags
 from flags import privacy as privacy_flags
 from flags import robust as robust_flags
@@ -58,7 +59,9 @@ flags.set_default(training_flags.LEARNING_RATE, 1.0)
 flags.set_default(privacy_flags.TARGET_EPSILON, 2.0)
 flags.set_default(robust_flags.EVAL_SIZE, 500)
 flags.set_default(output_flags.VERBOSE, 0)
-shared_flags.adopt_key_flags(data_flags, privacy_flags, training_flags)
+shared_flags.adopt_key_flags(data_flags, privacy_flags, training_flags,
+                             distributed_flags,
+                             exclude=distributed_flags.INTERNAL)
 for _flag in (robust_flags.EVAL_SIZE, robust_flags.EVAL_PGD_STEPS,
               output_flags.VERBOSE):
   flags.declare_key_flag(_flag.name)
@@ -135,17 +138,21 @@ def build_model(dataset: tfdp.data.ImageDataset) -> tf.keras.Model:
                             activation=ACTIVATION.value)
 
 
-def train(dataset: tfdp.data.ImageDataset) -> Dict[str, Any]:
+def train(dataset: tfdp.data.ImageDataset,
+          strategy: tf.distribute.Strategy) -> Dict[str, Any]:
   """DP-SGD with Gaussian augmentation; returns the model and the privacy."""
-  sampled = _training.sampled_batches(dataset.train.x, dataset.train.y)
+  sampled = _training.sampled_batches(dataset.train.x, dataset.train.y,
+                                      strategy)
   noise = _training.noise_multiplier(sampled)
   accountant = _training.privacy_accountant(noise, sampled)
   augmentation = (tfdp.robust.GaussianAugmentation(TRAIN_SIGMA.value)
                   if TRAIN_SIGMA.value > 0 else None)
-  model = _training.compile_private(
-      tfdp.make_private(build_model(dataset), augmentation=augmentation),
-      noise)
+  with strategy.scope():
+    model = _training.compile_private(
+        tfdp.make_private(build_model(dataset), augmentation=augmentation),
+        noise)
   model.fit(sampled.dataset, epochs=training_flags.EPOCHS.value,
+            steps_per_epoch=sampled.steps_per_epoch,
             callbacks=[tfdp.callbacks.PrivacyCallback(accountant)],
             verbose=output_flags.VERBOSE.value)
   spent = accountant.spent()
@@ -276,12 +283,16 @@ def main(argv):
     combine(COMBINE.value)
     return
   sigma = _smoothing_sigma()
+  strategy, results_dir = _distributed.start(
+      lambda: _report.made_directory(RESULTS_DIR.value))
   dataset = _data.load_dataset()
   tf.keras.utils.set_random_seed(training_flags.SEED.value)
   started = time.perf_counter()
-  trained = train(dataset)
+  trained = train(dataset, strategy)
   model = trained.pop("model")
   train_s = time.perf_counter() - started
+  if not _distributed.is_chief():
+    return  # The chief certifies the (identical) model and writes.
   print(f"{dataset.name}: {len(dataset.train)} training examples; epsilon "
         f"{trained['epsilon']:.4g} after {trained['steps']} steps "
         f"({train_s:.0f} s); evaluating", flush=True)
@@ -301,8 +312,8 @@ def main(argv):
       attack_votes=ATTACK_VOTES.value, seed=training_flags.SEED.value)
   results = {
       "settings": {
-          "command": "python -m experiments." + _EXPERIMENT + " " +
-                     " ".join(sys.argv[1:]),
+          "command": _distributed.user_command(
+              "experiments." + _EXPERIMENT),
           "dataset": dataset.name,
           "train_examples": len(dataset.train),
           "test_examples": len(dataset.test),
@@ -318,6 +329,7 @@ def main(argv):
           "train_sigma": TRAIN_SIGMA.value,
           "pgd_target": PGD_TARGET.value,
           "seed": training_flags.SEED.value,
+          "replicas": strategy.num_replicas_in_sync,
       },
       **trained,
       "base_test_accuracy": base_accuracy,
@@ -326,10 +338,10 @@ def main(argv):
       "eval_s": time.perf_counter() - started - train_s,
   }
   text = markdown(results)
-  _report.write_results(RESULTS_DIR.value, results, text)
-  plot([results], os.path.join(RESULTS_DIR.value, "certified_accuracy.png"))
+  _report.write_results(results_dir, results, text)
+  plot([results], os.path.join(results_dir, "certified_accuracy.png"))
   print(text)
-  print(f"Results: {RESULTS_DIR.value}")
+  print(f"Results: {results_dir}")
 
 
 if __name__ == "__main__":

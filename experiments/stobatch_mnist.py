@@ -76,11 +76,6 @@ def _check_worker_flags() -> None:
                          "--workers")
 
 
-def _made(directory: str) -> str:
-  os.makedirs(directory, exist_ok=True)
-  return directory
-
-
 def setting(flag, dataset: str, default=None):
   """`flag`'s value; on digits, unless given, DIGITS_DEFAULTS' or `default`."""
   if flag.present or dataset != "digits":
@@ -124,7 +119,7 @@ def run(architecture: str, default_dataset: str) -> Dict[str, Any]:
   if distributed_flags.WORKERS.value > 1 or _distributed.in_cluster():
     _check_worker_flags()
     strategy, results_dir = _distributed.start(
-        lambda: _made(results_dir))
+        lambda: _report.made_directory(results_dir))
   else:
     try:
       strategy = replicas.replica_strategy(sb_flags.GPUS.value,

@@ -67,3 +67,20 @@ def test_tiny_run_writes_results_with_soundness_counts(tmp_path):
   assert len(rows) == 2 and rows[0] == rows[1]
   assert "cert. r=0.1" in table and "certified / flipped" in table
   assert (combined / "certified_accuracy.png").exists()
+
+
+def test_two_workers_train_once_and_the_chief_certifies(tmp_path):
+  _run("--epochs=2", "--batch_size=256", "--target_epsilon=2",
+       "--train_sigma=0.25", "--eval_size=10", "--num_samples=100",
+       "--selection_samples=10", "--attack_votes=50", "--eval_pgd_steps=1",
+       "--radii=0.1", "--sampling_seed=0", "--workers=2",
+       f"--results_dir={tmp_path}")
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert results["settings"]["replicas"] == 2
+  # The same steps and epsilon as one process: the whole set's q, every
+  # global step counted once.
+  assert results["steps"] == 2 * round(1437 / 256)
+  assert 1.9 < results["epsilon"] <= 2.0 + 1e-9
+  assert results["evaluation"]["examples"] == 10
+  assert (tmp_path / "worker-1.log").exists()
+  assert not list(tmp_path.glob("worker-1/results.*"))

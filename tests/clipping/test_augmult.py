@@ -61,8 +61,18 @@ def _sequence_model():
   return tf.keras.Model(inputs, outputs)
 
 
+def _attention_model():
+  inputs = tf.keras.Input((4,), dtype=tf.int32)
+  hidden = tf.keras.layers.Embedding(5, 4)(inputs)
+  hidden = tf.keras.layers.MultiHeadAttention(num_heads=2, key_dim=2)(
+      hidden, hidden)  # EinsumDense projections
+  outputs = tf.keras.layers.Dense(3)(tf.keras.layers.Flatten()(hidden))
+  return tf.keras.Model(inputs, outputs)
+
+
 _MODELS = {"mlp": (_mlp, "float"), "conv": (_conv_net, "float"),
-           "sequence": (_sequence_model, "ids")}
+           "sequence": (_sequence_model, "ids"),
+           "attention": (_attention_model, "ids")}
 
 
 def _data(model, kind, examples, seed):

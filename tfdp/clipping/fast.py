@@ -25,6 +25,7 @@ from tfdp.clipping import registry
 from tfdp.clipping.layers import _common
 from tfdp.clipping.layers import conv  # pylint: disable=unused-import
 from tfdp.clipping.layers import dense  # pylint: disable=unused-import
+from tfdp.clipping.layers import einsum_dense  # pylint: disable=unused-import
 from tfdp.clipping.layers import depthwise  # pylint: disable=unused-import
 from tfdp.clipping.layers import embedding  # pylint: disable=unused-import
 from tfdp.clipping.layers import fallback

@@ -30,6 +30,7 @@ from tfdp.clipping.layers import depthwise  # pylint: disable=unused-import
 from tfdp.clipping.layers import embedding  # pylint: disable=unused-import
 from tfdp.clipping.layers import fallback
 from tfdp.clipping.layers import normalization  # pylint: disable=unused-import
+from tfdp.clipping.layers import position_embedding  # pylint: disable=unused-import
 from tfdp.clipping.layers import public_batch_norm  # pylint: disable=unused-import
 from tfdp.clipping.layers import weight_standardized_conv  # pylint: disable=unused-import
 

@@ -20,6 +20,18 @@ Configurations:
                   augment=tfdp.data.augment.crop_and_flip()); the column
                   "time x augmult1" is the step's cost against K = 1 (the
                   same augmentation, one copy). Not run by default.
+  tfdp_chunks4    tfdp with physical_batch_size=B/4 on batches of static
+                  size (a Python loop over the 4 chunks); the column
+                  "time x tfdp (one chunk)" is against tfdp.
+  tfdp_chunks4_dynamic  the same on batches whose size the graph does not
+                  know (as with Poisson sampling): a tf.while_loop.
+  tfdp_quarter    tfdp on batches of B/4: the column "memory / (chunk of
+                  B/4 + gradients)" of the chunked rows is against it.
+                  The three are not run by default.
+
+Models: papernot, resnet18 and wrn16_4 on 32x32x3 images; vit (4 blocks on
+8x8 patches of those images, width 64) and text (a 2-block transformer on
+128 random tokens of a 1,000-word vocabulary, width 64).
 
   python -m experiments.benchmark_clipping
   python -m experiments.benchmark_clipping --models=papernot \
@@ -27,8 +39,11 @@ Configurations:
   python -m experiments.benchmark_clipping --skip_slow_baselines --profile
   python -m experiments.benchmark_clipping --models=wrn16_4 \
       --configs=tfdp_augmult1,tfdp_augmult4,tfdp_augmult16 --batch_size=32
+  python -m experiments.benchmark_clipping --models=papernot,vit \
+      --configs=tfdp,tfdp_chunks4,tfdp_chunks4_dynamic,tfdp_quarter
 """
 
+import dataclasses
 import functools
 import json
 import os
@@ -51,24 +66,61 @@ import tfdp
 from tfdp.clipping.layers import fallback
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
-# Model name -> builder of that model at a given width multiplier.
+_NUM_CLASSES = 10
+_IMAGE_SHAPE = (32, 32, 3)
+_VOCAB_SIZE = 1000
+_SEQUENCE_LENGTH = 128
+
+
+def _transformer_width(width: float) -> int:
+  """64 at --width=1, a multiple of the 4 heads."""
+  return 4 * max(1, round(16 * width))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Benchmarked:
+  """A benchmarked model: its builder at a width multiplier, and its data.
+
+  Attributes:
+    build: width multiplier -> the model.
+    input_shape: one example's input shape.
+    vocab_size: token ids in [1, vocab_size) as inputs; None: images.
+  """
+  build: Callable[[float], tf.keras.Model]
+  input_shape: Tuple[int, ...] = _IMAGE_SHAPE
+  vocab_size: Optional[int] = None
+
+
 _MODELS = {
-    "papernot": lambda width: tfdp.models.papernot_cnn(width=width),
-    "resnet18": lambda width: tfdp.models.resnet18(width=width),
-    "wrn16_4": lambda width: tfdp.models.wide_resnet(16, 4 * width),
+    "papernot": _Benchmarked(
+        lambda width: tfdp.models.papernot_cnn(width=width)),
+    "resnet18": _Benchmarked(lambda width: tfdp.models.resnet18(width=width)),
+    "wrn16_4": _Benchmarked(
+        lambda width: tfdp.models.wide_resnet(16, 4 * width)),
+    # 4 blocks on 8x8 patches of 4x4 pixels.
+    "vit": _Benchmarked(lambda width: tfdp.models.vit(
+        _IMAGE_SHAPE, _NUM_CLASSES, width=_transformer_width(width))),
+    # 2 blocks on 128 tokens.
+    "text": _Benchmarked(
+        lambda width: tfdp.models.text_transformer(
+            _VOCAB_SIZE, _NUM_CLASSES, sequence_length=_SEQUENCE_LENGTH,
+            width=_transformer_width(width)),
+        input_shape=(_SEQUENCE_LENGTH,), vocab_size=_VOCAB_SIZE),
 }
 _DEFAULT_CONFIGS = ("nonprivate", "tfdp", "tfp_microbatch", "tfp_fast",
                     "tfp_fast_xla")
 _AUGMULTS = (1, 4, 16)
 _AUGMULT_CONFIGS = tuple(f"tfdp_augmult{k}" for k in _AUGMULTS)
-_CONFIGS = _DEFAULT_CONFIGS + _AUGMULT_CONFIGS
+# Gradient accumulation: the batch in 4 chunks of B/4 (a static batch: a
+# Python loop over the chunks; dynamic, as Poisson batches are: a
+# tf.while_loop), and one chunk alone (batch B/4) for the memory bound.
+_CHUNK_CONFIGS = ("tfdp_chunks4", "tfdp_chunks4_dynamic", "tfdp_quarter")
+_CONFIGS = _DEFAULT_CONFIGS + _AUGMULT_CONFIGS + _CHUNK_CONFIGS
 _SLOW_BASELINES = ("tfp_microbatch", "tfp_fast", "tfp_fast_xla")
 _PROFILE = "profile"  # --child=MODEL:profile runs `_profile`.
 _L2_NORM_CLIP = 1.0
 _NOISE_MULTIPLIER = 1.0
 _LEARNING_RATE = 0.01
-_NUM_CLASSES = 10
-_INPUT_SHAPE = (32, 32, 3)
 _DISTINCT_BATCHES = 4
 
 MODELS = flags.DEFINE_list("models", list(_MODELS),
@@ -181,8 +233,10 @@ def _nonprivate(model, batch_size):
   return model, ""
 
 
-def _tfdp(model, batch_size, augmult=None):
-  if augmult is None:
+def _tfdp(model, batch_size, augmult=None, physical_batch_size=None):
+  if physical_batch_size is not None:
+    model = tfdp.make_private(model, physical_batch_size=physical_batch_size)
+  elif augmult is None:
     model = tfdp.make_private(model)
   else:
     model = tfdp.make_private(model, augmult=augmult,
@@ -240,15 +294,45 @@ _SETUPS: Dict[str, Callable] = {
     "tfp_fast_xla": functools.partial(_tfp_fast, use_xla=True),
     **{f"tfdp_augmult{k}": functools.partial(_tfdp, augmult=k)
        for k in _AUGMULTS},
+    "tfdp_chunks4": lambda model, batch_size: _tfdp(
+        model, batch_size, physical_batch_size=_quarter(batch_size)),
+    "tfdp_chunks4_dynamic": lambda model, batch_size: _tfdp(
+        model, batch_size, physical_batch_size=_quarter(batch_size)),
+    "tfdp_quarter": _tfdp,
 }
 
 
-def _random_batches(batch_size: int):
-  """A few fixed random batches, in memory, repeated: no input cost."""
-  x = tf.random.normal((_DISTINCT_BATCHES, batch_size) + _INPUT_SHAPE)
+def _quarter(batch_size: int) -> int:
+  return max(1, batch_size // 4)
+
+
+def _config_batch_size(config: str) -> int:
+  return (_quarter(BATCH_SIZE.value) if config == "tfdp_quarter" else
+          BATCH_SIZE.value)
+
+
+def _random_inputs(model_name: str, shape: Tuple[int, ...]) -> tf.Tensor:
+  """Random images, or random token ids, of `shape` + the example's shape."""
+  benchmarked = _MODELS[model_name]
+  shape = tuple(shape) + benchmarked.input_shape
+  if benchmarked.vocab_size is None:
+    return tf.random.normal(shape)
+  return tf.random.uniform(shape, 1, benchmarked.vocab_size, tf.int32)
+
+
+def _random_batches(model_name: str, batch_size: int, dynamic: bool = False):
+  """A few fixed random batches, in memory, repeated: no input cost.
+
+  With `dynamic`, the batch size is unknown to the graph (as with Poisson
+  sampling).
+  """
+  x = _random_inputs(model_name, (_DISTINCT_BATCHES, batch_size))
   y = tf.random.uniform((_DISTINCT_BATCHES, batch_size), 0, _NUM_CLASSES,
                         tf.int32)
-  return tf.data.Dataset.from_tensor_slices((x, y)).cache().repeat()
+  dataset = tf.data.Dataset.from_tensor_slices((x, y))
+  if dynamic:
+    dataset = dataset.unbatch().batch(batch_size)
+  return dataset.cache().repeat()
 
 
 def _timed_steps(config: str) -> int:
@@ -260,18 +344,20 @@ def _timed_steps(config: str) -> int:
 def _measure(model_name: str, config: str) -> Dict[str, object]:
   """Trains warm-up + timed steps and returns the timings and peak RSS."""
   tf.keras.utils.set_random_seed(0)
-  batch_size = BATCH_SIZE.value
-  model, note = _SETUPS[config](_MODELS[model_name](WIDTH.value),
+  batch_size = _config_batch_size(config)
+  model, note = _SETUPS[config](_MODELS[model_name].build(WIDTH.value),
                                 batch_size)
   steps = _timed_steps(config)
   timer = StepTimer()
-  model.fit(_random_batches(batch_size), epochs=1,
+  model.fit(_random_batches(model_name, batch_size,
+                            dynamic=config.endswith("_dynamic")), epochs=1,
             steps_per_epoch=WARMUP_STEPS.value + steps, callbacks=[timer],
             verbose=0)
   times = timer.times[WARMUP_STEPS.value:]
   return {
       "model": model_name,
       "config": config,
+      "batch_size": batch_size,
       "parameters": int(model.count_params()),
       "note": note,
       "step_times_s": times,
@@ -301,25 +387,49 @@ def _median_seconds(function: Callable[[], object], repeats: int) -> float:
   return statistics.median(times)
 
 
-def _profile_layer(layer, batch_size: int,
+def _layer_inputs(model: tf.keras.Model, x) -> Dict[str, Tuple]:
+  """Each tapped layer's input (as the model called it) and output shape.
+
+  Layers called inside another layer (MultiHeadAttention's projections)
+  have no Keras input shape of their own: one forward pass records them.
+  """
+  seen = {}
+  layers = tfdp.clipping.fast.tapped_layers(model)
+  for layer in layers:
+    def recording(inputs, *args, _layer=layer, _call=layer.call, **kwargs):
+      outputs = _call(inputs, *args, **kwargs)
+      seen[_layer.name] = (inputs, outputs.shape)
+      return outputs
+    object.__setattr__(layer, "call", recording)
+  try:
+    model(x)
+  finally:
+    for layer in layers:
+      object.__delattr__(layer, "call")
+  return seen
+
+
+def _profile_layer(layer, inputs: tf.Tensor, output_shape: tf.TensorShape,
                    repeats: int = 5) -> Dict[str, object]:
   """Times one layer's non-private weight gradient against its tfdp rule.
 
-  On random inputs and output gradients of the layer's shapes, each in its
-  own tf.function: the forward pass plus the ordinary (batch-summed) weight
-  gradient, as in non-private training; the rule's per-example squared
-  norms (forward included); and the norms plus the clipped sum.
+  On the layer's inputs in the model and random output gradients, each in
+  its own tf.function: the forward pass plus the ordinary (batch-summed)
+  weight gradient, as in non-private training; the rule's per-example
+  squared norms (forward included); and the norms plus the clipped sum.
   """
   rule = (tfdp.clipping.registry.rule_for(layer) or
           fallback.FallbackRule())
-  x = tf.random.normal((batch_size,) + tuple(layer.input_shape[1:]))
-  delta = tf.random.normal((batch_size,) + tuple(layer.output_shape[1:]))
+  x = inputs
+  delta = tf.random.normal(output_shape)
 
   @tf.function
   def weight_gradient():
     with tf.GradientTape() as tape:
       z = layer(x)
-    return tape.gradient(z, layer.trainable_weights, output_gradients=delta)
+    # Dense, also for an Embedding's (sparse) gradient.
+    return [tf.convert_to_tensor(g) for g in tape.gradient(
+        z, layer.trainable_weights, output_gradients=delta)]
 
   def rule_gradients():
     _, tap = rule.forward(layer, layer.call, (x,), {})
@@ -337,8 +447,8 @@ def _profile_layer(layer, batch_size: int,
     return gradients.weighted_sum(factors)
 
   row = {"layer": layer.name, "type": type(layer).__name__,
-         "input": "x".join(str(d) for d in layer.input_shape[1:]),
-         "output": "x".join(str(d) for d in layer.output_shape[1:])}
+         "input": "x".join(str(d) for d in inputs.shape[1:]),
+         "output": "x".join(str(d) for d in output_shape[1:])}
   for key, function in (("weight_gradient_ms", weight_gradient),
                         ("norms_ms", norms), ("norms_and_sum_ms", clipped_sum)):
     row[key] = 1000 * _median_seconds(function, repeats)
@@ -349,8 +459,11 @@ def _profile_layer(layer, batch_size: int,
 def _profile(model_name: str) -> List[Dict[str, object]]:
   """`_profile_layer` for every layer of the model that has weights."""
   tf.keras.utils.set_random_seed(0)
-  model = _MODELS[model_name](WIDTH.value)
-  return [dict(model=model_name, **_profile_layer(layer, BATCH_SIZE.value))
+  model = _MODELS[model_name].build(WIDTH.value)
+  inputs = _layer_inputs(model, _random_inputs(model_name,
+                                               (BATCH_SIZE.value,)))
+  return [dict(model=model_name,
+               **_profile_layer(layer, *inputs[layer.name]))
           for layer in tfdp.clipping.fast.tapped_layers(model)]
 
 
@@ -442,8 +555,9 @@ def _add_ratios(rows: List[Dict[str, object]], batch_size: int) -> None:
                if r["config"] == "nonprivate" and r["status"] == "ok"}
   for row in rows:
     ok = row["status"] == "ok"
-    row["examples_per_s"] = (batch_size / row["seconds_per_step"]
-                             if ok else None)
+    row["examples_per_s"] = (
+        row.get("batch_size", batch_size) / row["seconds_per_step"]
+        if ok else None)
     base = baselines.get(row["model"])
     for key, ratio_key in (("seconds_per_step", "time_ratio"),
                            ("peak_rss_gib", "memory_ratio"),
@@ -451,6 +565,25 @@ def _add_ratios(rows: List[Dict[str, object]], batch_size: int) -> None:
       row[ratio_key] = (row[key] / base[key] if ok and base and
                         row.get(key) and base.get(key) else None)
   _add_augmult_ratios(rows)
+  _add_chunk_ratios(rows)
+
+
+def _add_chunk_ratios(rows: List[Dict[str, object]]) -> None:
+  """Accumulation in 4 chunks: time against one chunk of B (tfdp), and
+  peak memory against one chunk of B/4 (tfdp_quarter) plus the model's
+  gradients (4 bytes a parameter), the accumulator it adds."""
+  by_key = {(r["model"], r["config"]): r for r in rows if r["status"] == "ok"}
+  for row in rows:
+    if row["config"] not in ("tfdp_chunks4", "tfdp_chunks4_dynamic"):
+      continue
+    whole = by_key.get((row["model"], "tfdp"))
+    quarter = by_key.get((row["model"], "tfdp_quarter"))
+    if row["status"] == "ok" and whole:
+      row["chunk_time_ratio"] = (row["seconds_per_step"] /
+                                 whole["seconds_per_step"])
+    if row["status"] == "ok" and quarter:
+      bound = quarter["peak_rss_gib"] + 4 * row["parameters"] / 2**30
+      row["chunk_memory_ratio"] = row["peak_rss_gib"] / bound
 
 
 def _add_augmult_ratios(rows: List[Dict[str, object]]) -> None:
@@ -470,7 +603,10 @@ _RESULT_COLUMNS = (
     ("memory_ratio", "memory x nonprivate"),
     ("peak_tensors_gib", "peak tensors (GiB)"),
     ("tensor_memory_ratio", "tensors x nonprivate"),
-    ("augmult_ratio", "time x augmult1"), ("status", "status"),
+    ("augmult_ratio", "time x augmult1"),
+    ("chunk_time_ratio", "time x tfdp (one chunk)"),
+    ("chunk_memory_ratio", "memory / (chunk of B/4 + gradients)"),
+    ("status", "status"),
     ("note", "note"))
 _PROFILE_COLUMNS = (
     ("model", "model"), ("layer", "layer"), ("type", "type"),
@@ -583,7 +719,8 @@ def _write_results(rows: List[Dict[str, object]],
             f"{BATCH_SIZE.value}, width {WIDTH.value:g}")
   # The tensor columns only exist with --bfc_allocator, the augmult column
   # with augmult configurations.
-  optional = ("peak_tensors_gib", "tensor_memory_ratio", "augmult_ratio")
+  optional = ("peak_tensors_gib", "tensor_memory_ratio", "augmult_ratio",
+              "chunk_time_ratio", "chunk_memory_ratio")
   columns = [(key, title) for key, title in _RESULT_COLUMNS
              if key not in optional or any(r.get(key) for r in rows)]
   table = _table(rows, columns)

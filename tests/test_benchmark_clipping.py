@@ -47,6 +47,22 @@ def test_benchmark_tiny_run(tmp_path):
   assert "| papernot | total |" in (tmp_path / "profile.md").read_text()
 
 
+def test_transformer_on_tokens_runs_on_the_fast_path(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.benchmark_clipping",
+       "--models=text", "--configs=tfdp", "--batch_size=4", "--steps=1",
+       "--warmup_steps=1", "--width=0.0625", "--profile",
+       f"--results_dir={tmp_path}"],
+      capture_output=True, text=True, cwd=ROOT, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  results = json.loads((tmp_path / "results.json").read_text())
+  (row,) = results["rows"]
+  assert row["status"] == "ok" and row["note"] == "fast rules for every layer"
+  types = {r.get("type") for r in results["profile"]}
+  # Token embedding, positions, attention projections, norms, MLP.
+  assert {"Embedding", "PositionEmbedding", "EinsumDense",
+          "LayerNormalization", "Dense"} <= types
+
 
 def test_configuration_out_of_memory_becomes_a_row(tmp_path):
   result = subprocess.run(

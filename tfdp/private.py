@@ -266,37 +266,69 @@ def _clipped_sum(model, x, y, sample_weight, l2_norm_clip, center=None):
 
 def _accumulated_clipped_sum(model, x, y, sample_weight, l2_norm_clip,
                              physical_batch_size, center=None):
-  """Clipped sum, predictions and norms of a logical batch, in chunks."""
-  batch = tf.shape(tf.nest.flatten(x)[0])[0]
-  chunks = (batch + physical_batch_size - 1) // physical_batch_size
+  """Clipped sum, predictions and norms of a logical batch, in chunks.
 
-  def chunk(tensors, index):
-    start = index * physical_batch_size
+  One chunk at a time, in order: the sums need no more memory than one
+  chunk's, and TF 2.15.1's oneDNN FusedBatchNorm kernel (which Keras'
+  LayerNormalization runs on) keeps buffers as members, so a full chunk
+  and the ragged last one in flight together corrupt the heap (fixed
+  upstream after 2.15). With a static batch size the chunks are a Python
+  loop, each chunk's inputs waiting for the previous chunk's sums; else a
+  `tf.while_loop` with parallel_iterations=1.
+  """
+  static_batch = tf.nest.flatten(x)[0].shape[0]
+
+  def chunk(tensors, start):
     return tf.nest.map_structure(
         lambda t: t[start:start + physical_batch_size], tensors)
 
-  def body(index, sums, predictions, norms):
+  def add_chunk(start, sums):
     result, chunk_predictions = _clipped_sum(
-        model, chunk(x, index), chunk(y, index),
-        None if sample_weight is None else chunk(sample_weight, index),
+        model, chunk(x, start), chunk(y, start),
+        None if sample_weight is None else chunk(sample_weight, start),
         l2_norm_clip, center)
-    sums = [s + g for s, g in zip(sums, result.gradient_sum)]
-    return (index + 1, sums, predictions.write(index, chunk_predictions),
-            norms.write(index, result.norms))
+    return ([s + g for s, g in zip(sums, result.gradient_sum)],
+            chunk_predictions, result.norms)
 
   initial_sums = [tf.zeros_like(v) for v in model.trainable_variables]
+  if static_batch is not None:
+    return _static_chunks(add_chunk, initial_sums, static_batch,
+                          physical_batch_size)
+  return _looped_chunks(model, add_chunk, initial_sums,
+                        tf.shape(tf.nest.flatten(x)[0])[0],
+                        physical_batch_size)
+
+
+def _static_chunks(add_chunk, sums, batch: int, physical_batch_size: int):
+  """The chunks of a static batch as a Python loop, one after the other."""
+  predictions, norms = [], []
+  for start in range(0, batch, physical_batch_size):
+    # The next chunk starts once this one's sums exist.
+    with tf.control_dependencies(sums if start else []):
+      sums, chunk_predictions, chunk_norms = add_chunk(start, sums)
+    predictions.append(chunk_predictions)
+    norms.append(chunk_norms)
+  return sums, tf.concat(predictions, 0), tf.concat(norms, 0)
+
+
+def _looped_chunks(model, add_chunk, sums, batch: tf.Tensor,
+                   physical_batch_size: int):
+  """The chunks of a batch of dynamic size in a tf.while_loop."""
+  chunks = (batch + physical_batch_size - 1) // physical_batch_size
+
+  def body(index, sums, predictions, norms):
+    sums, chunk_predictions, chunk_norms = add_chunk(
+        index * physical_batch_size, sums)
+    return (index + 1, sums, predictions.write(index, chunk_predictions),
+            norms.write(index, chunk_norms))
+
   output = model.outputs[0] if model.outputs else None
   predictions = tf.TensorArray(output.dtype if output is not None else
                                tf.float32, size=chunks, infer_shape=False)
   norms = tf.TensorArray(tf.float32, size=chunks, infer_shape=False)
-  # One chunk at a time: the sums need no more, and TF 2.15.1's oneDNN
-  # FusedBatchNorm kernel (which Keras' LayerNormalization runs on) keeps
-  # buffers as members, so a full chunk and the ragged last one in flight
-  # together corrupt the heap (fixed upstream after 2.15).
   _, sums, predictions, norms = tf.while_loop(
       lambda index, *_: index < chunks, body,
-      (tf.constant(0), initial_sums, predictions, norms),
-      parallel_iterations=1)
+      (tf.constant(0), sums, predictions, norms), parallel_iterations=1)
   predictions = predictions.concat()
   if output is not None:
     # The loop loses the static shape, which Keras' metrics need.

@@ -20,14 +20,20 @@ Configurations:
                   augment=tfdp.data.augment.crop_and_flip()); the column
                   "time x augmult1" is the step's cost against K = 1 (the
                   same augmentation, one copy). Not run by default.
-  tfdp_chunks4    tfdp with physical_batch_size=B/4 on batches of static
-                  size (a Python loop over the 4 chunks); the column
+  tfdp_chunks4    tfdp with physical_batch_size=B/4 (a tf.while_loop over
+                  the 4 chunks) on batches of static size; the column
                   "time x tfdp (one chunk)" is against tfdp.
   tfdp_chunks4_dynamic  the same on batches whose size the graph does not
-                  know (as with Poisson sampling): a tf.while_loop.
+                  know (as with Poisson sampling).
   tfdp_quarter    tfdp on batches of B/4: the column "memory / (chunk of
                   B/4 + gradients)" of the chunked rows is against it.
                   The three are not run by default.
+  torch_nonprivate, opacus_ghost, opacus_hooks  the PyTorch peer
+                  (experiments/opacus_peer.py: the same architectures in
+                  PyTorch, Opacus' ghost clipping and its hooks; needs
+                  pip install -e ".[bench]", else reported as skipped).
+                  Their "x nonprivate" ratios are to torch_nonprivate. Not
+                  run by default.
 
 Models: papernot, resnet18 and wrn16_4 on 32x32x3 images; vit (4 blocks on
 8x8 patches of those images, width 64) and text (a 2-block transformer on
@@ -45,6 +51,7 @@ Models: papernot, resnet18 and wrn16_4 on 32x32x3 images; vit (4 blocks on
 
 import dataclasses
 import functools
+import importlib.util
 import json
 import os
 import pathlib
@@ -111,11 +118,16 @@ _DEFAULT_CONFIGS = ("nonprivate", "tfdp", "tfp_microbatch", "tfp_fast",
                     "tfp_fast_xla")
 _AUGMULTS = (1, 4, 16)
 _AUGMULT_CONFIGS = tuple(f"tfdp_augmult{k}" for k in _AUGMULTS)
-# Gradient accumulation: the batch in 4 chunks of B/4 (a static batch: a
-# Python loop over the chunks; dynamic, as Poisson batches are: a
-# tf.while_loop), and one chunk alone (batch B/4) for the memory bound.
+# Gradient accumulation: the batch in 4 chunks of B/4 (batches of static
+# size, and of a size the graph does not know, as Poisson batches are), and
+# one chunk alone (batch B/4) for the memory bound.
 _CHUNK_CONFIGS = ("tfdp_chunks4", "tfdp_chunks4_dynamic", "tfdp_quarter")
-_CONFIGS = _DEFAULT_CONFIGS + _AUGMULT_CONFIGS + _CHUNK_CONFIGS
+# The PyTorch peer (experiments/opacus_peer.py, `pip install -e ".[bench]"`):
+# its rows' ratios are to torch_nonprivate.
+_TORCH_CONFIGS = ("torch_nonprivate", "opacus_ghost", "opacus_hooks")
+_TORCH_MODELS = ("papernot", "resnet18", "vit", "text")
+_CONFIGS = (_DEFAULT_CONFIGS + _AUGMULT_CONFIGS + _CHUNK_CONFIGS
+            + _TORCH_CONFIGS)
 _SLOW_BASELINES = ("tfp_microbatch", "tfp_fast", "tfp_fast_xla")
 _PROFILE = "profile"  # --child=MODEL:profile runs `_profile`.
 _L2_NORM_CLIP = 1.0
@@ -472,6 +484,11 @@ def _profile(model_name: str) -> List[Dict[str, object]]:
 
 
 def _child_command(model_name: str, config: str) -> List[str]:
+  if config in _TORCH_CONFIGS:  # A process without TensorFlow.
+    return [sys.executable, "-m", "experiments.opacus_peer",
+            f"--model={model_name}", f"--config={config}",
+            f"--batch_size={BATCH_SIZE.value}", f"--steps={STEPS.value}",
+            f"--warmup_steps={WARMUP_STEPS.value}", f"--width={WIDTH.value}"]
   return [sys.executable, "-m", "experiments.benchmark_clipping",
           f"--child={model_name}:{config}",
           f"--batch_size={BATCH_SIZE.value}", f"--steps={STEPS.value}",
@@ -529,8 +546,25 @@ def _child_result(model_name: str, config: str) -> Tuple[str, object]:
   return stopped, stderr[-3000:]
 
 
+def _torch_peer_missing(model_name: str, config: str) -> Optional[str]:
+  """Why the PyTorch peer cannot run `config` on the model, or None."""
+  if config not in _TORCH_CONFIGS:
+    return None
+  if model_name not in _TORCH_MODELS:
+    return f"skipped: no PyTorch twin of {model_name}"
+  needed = ("torch",) if config == "torch_nonprivate" else ("torch",
+                                                             "opacus")
+  if any(importlib.util.find_spec(name) is None for name in needed):
+    return 'skipped: install the peer with pip install -e ".[bench]"'
+  return None
+
+
 def _result_row(model_name: str, config: str) -> Dict[str, object]:
   """Measures one configuration in a subprocess; failures become rows."""
+  missing = _torch_peer_missing(model_name, config)
+  if missing:
+    return {"model": model_name, "config": config, "status": missing,
+            "note": "", "seconds_per_step": None, "peak_rss_gib": None}
   status, result = _child_result(model_name, config)
   if status == "ok":
     return dict(result, status=status)
@@ -551,14 +585,17 @@ def _fastest(runs: List[Dict[str, object]]) -> Dict[str, object]:
 
 def _add_ratios(rows: List[Dict[str, object]], batch_size: int) -> None:
   """Adds examples/s and the time and memory ratios to non-private."""
-  baselines = {r["model"]: r for r in rows
-               if r["config"] == "nonprivate" and r["status"] == "ok"}
+  baselines = {(r["model"], r["config"]): r for r in rows
+               if r["config"] in ("nonprivate", "torch_nonprivate")
+               and r["status"] == "ok"}
   for row in rows:
     ok = row["status"] == "ok"
+    framework_baseline = ("torch_nonprivate" if row["config"] in
+                          _TORCH_CONFIGS else "nonprivate")
     row["examples_per_s"] = (
         row.get("batch_size", batch_size) / row["seconds_per_step"]
         if ok else None)
-    base = baselines.get(row["model"])
+    base = baselines.get((row["model"], framework_baseline))
     for key, ratio_key in (("seconds_per_step", "time_ratio"),
                            ("peak_rss_gib", "memory_ratio"),
                            ("peak_tensors_gib", "tensor_memory_ratio")):

@@ -1,9 +1,12 @@
 """The clipping benchmark runs end to end on a tiny model and reports."""
 
+import importlib.util
 import json
 import pathlib
 import subprocess
 import sys
+
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -77,3 +80,28 @@ def test_configuration_out_of_memory_becomes_a_row(tmp_path):
   table = (tmp_path / "results.md").read_text()
   assert "| papernot | nonprivate | - |" in table
   assert (tmp_path / "time_ratios.png").exists()
+
+
+def test_the_pytorch_peer_runs_or_says_how_to_install_it(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.benchmark_clipping",
+       "--models=papernot,wrn16_4", "--configs=torch_nonprivate,opacus_ghost",
+       "--batch_size=4", "--steps=1", "--warmup_steps=1", "--width=0.125",
+       f"--results_dir={tmp_path}"],
+      capture_output=True, text=True, cwd=ROOT, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = {(r["model"], r["config"]): r for r in
+          json.loads((tmp_path / "results.json").read_text())["rows"]}
+  # No PyTorch twin of the WRN.
+  assert rows["wrn16_4", "opacus_ghost"]["status"].startswith(
+      "skipped: no PyTorch twin")
+  ghost = rows["papernot", "opacus_ghost"]
+  if importlib.util.find_spec("opacus") is None:
+    assert ghost["status"] == (
+        'skipped: install the peer with pip install -e ".[bench]"')
+  else:
+    assert ghost["status"] == "ok" and ghost["note"].startswith("Opacus")
+    # Its ratio is to PyTorch's own non-private step.
+    assert ghost["time_ratio"] == pytest.approx(
+        ghost["seconds_per_step"] /
+        rows["papernot", "torch_nonprivate"]["seconds_per_step"])

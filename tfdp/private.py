@@ -268,15 +268,16 @@ def _accumulated_clipped_sum(model, x, y, sample_weight, l2_norm_clip,
                              physical_batch_size, center=None):
   """Clipped sum, predictions and norms of a logical batch, in chunks.
 
-  One chunk at a time, in order: the sums need no more memory than one
-  chunk's, and TF 2.15.1's oneDNN FusedBatchNorm kernel (which Keras'
-  LayerNormalization runs on) keeps buffers as members, so a full chunk
-  and the ragged last one in flight together corrupt the heap (fixed
-  upstream after 2.15). With a static batch size the chunks are a Python
-  loop, each chunk's inputs waiting for the previous chunk's sums; else a
-  `tf.while_loop` with parallel_iterations=1.
+  One chunk at a time, in a `tf.while_loop` with parallel_iterations=1:
+  the sums need no more memory than one chunk's, and TF 2.15.1's oneDNN
+  FusedBatchNorm kernel (which Keras' LayerNormalization runs on) keeps
+  buffers as members, so a full chunk and the ragged last one in flight
+  together corrupt the heap (fixed upstream after 2.15). A Python loop over
+  the chunks of a static batch, each waiting for the previous sums, was
+  measured 3-14% faster but held 0.5-0.8 GiB more resident memory on
+  ResNet-18 and the ViT, more than one unchunked step (docs/performance.md):
+  chunks are for memory, so the loop stays.
   """
-  static_batch = tf.nest.flatten(x)[0].shape[0]
 
   def chunk(tensors, start):
     return tf.nest.map_structure(
@@ -291,29 +292,14 @@ def _accumulated_clipped_sum(model, x, y, sample_weight, l2_norm_clip,
             chunk_predictions, result.norms)
 
   initial_sums = [tf.zeros_like(v) for v in model.trainable_variables]
-  if static_batch is not None:
-    return _static_chunks(add_chunk, initial_sums, static_batch,
-                          physical_batch_size)
   return _looped_chunks(model, add_chunk, initial_sums,
                         tf.shape(tf.nest.flatten(x)[0])[0],
                         physical_batch_size)
 
 
-def _static_chunks(add_chunk, sums, batch: int, physical_batch_size: int):
-  """The chunks of a static batch as a Python loop, one after the other."""
-  predictions, norms = [], []
-  for start in range(0, batch, physical_batch_size):
-    # The next chunk starts once this one's sums exist.
-    with tf.control_dependencies(sums if start else []):
-      sums, chunk_predictions, chunk_norms = add_chunk(start, sums)
-    predictions.append(chunk_predictions)
-    norms.append(chunk_norms)
-  return sums, tf.concat(predictions, 0), tf.concat(norms, 0)
-
-
 def _looped_chunks(model, add_chunk, sums, batch: tf.Tensor,
                    physical_batch_size: int):
-  """The chunks of a batch of dynamic size in a tf.while_loop."""
+  """The chunks of the batch in a tf.while_loop, one after the other."""
   chunks = (batch + physical_batch_size - 1) // physical_batch_size
 
   def body(index, sums, predictions, norms):

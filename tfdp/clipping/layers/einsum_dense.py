@@ -45,7 +45,8 @@ def _explicit(equation: str, input_rank: int) -> Optional[str]:
 def _split(equation: str) -> Optional[_Letters]:
   """The roles of the letters, or None if the rule does not describe it.
 
-  Described: one batch axis first in the input and absent from the kernel,
+  Described: one batch axis first in the input and in the output, absent
+  from the kernel,
   no repeated letter, and every letter in exactly two of the three terms
   (so W is a linear map from the C axes to the P axes, applied at each of
   the T positions of each example).
@@ -57,7 +58,7 @@ def _split(equation: str) -> Optional[_Letters]:
   if any(len(set(term)) != len(term) for term in (inputs, kernel, outputs)):
     return None
   batch = inputs[0]
-  if batch in kernel or batch not in outputs:
+  if batch in kernel or outputs[0] != batch:
     return None
   for letter in set(inputs + kernel + outputs):
     if sum(letter in term for term in (inputs, kernel, outputs)) != 2:

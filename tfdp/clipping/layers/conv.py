@@ -61,7 +61,15 @@ def kernel_offset_views(layer: tf.keras.layers.Layer, inputs: tf.Tensor,
             total // 2 before and the rest after;
     causal: (k-1) d before (Conv1D).
 
-  No im2col (`tf.image.extract_patches` is slow on CPU): k^r strided slices.
+  Strides without strided slices (space to depth): each padded axis, cut or
+  padded further at its end to a length L = s (q_max + n) with
+  q_max = floor((k-1) d / s), is reshaped to [L/s, s], where position
+  j d + t s is (q + t, r) for (q, r) = divmod(j d, s). Offset j's view is
+  then the unit-stride slice [q : q + n] at index r. (TensorFlow's CPU
+  strided slice with steps > 1 was measured 6x slower than this for a 3x3
+  stride-2 kernel, batch 128, 32x32x64 input.) The extra rows are never read.
+
+  No im2col (`tf.image.extract_patches` is slow on CPU): k^r slices.
   Leading batch axes beyond the first, if any, count as positions.
 
   Args:
@@ -78,33 +86,44 @@ def kernel_offset_views(layer: tf.keras.layers.Layer, inputs: tf.Tensor,
     one view in memory at a time instead of all k^r.
   """
   rank = layer.rank
-  spatial = range(inputs.shape.rank - 1 - rank, inputs.shape.rank - 1)
+  first_spatial = inputs.shape.rank - 1 - rank
+  spatial = range(first_spatial, inputs.shape.rank - 1)
   paddings = [[0, 0]] * inputs.shape.rank
-  stops = []
+  crop = [slice(None)] * inputs.shape.rank
+  folded_shape = [tf.shape(inputs)[a] for a in range(first_spatial)]
   strides = layer.strides if strides is None else strides
+  out_sizes, lengths = [], []
   for axis, k, s, d in zip(spatial, layer.kernel_size, strides,
                            layer.dilation_rate):
     in_size, out_size = _size(inputs, axis), _size(output_gradient, axis)
-    span = (out_size - 1) * s + 1  # Input positions one offset covers.
-    needed = span + (k - 1) * d  # Padded input positions all offsets cover.
+    needed = (out_size - 1) * s + 1 + (k - 1) * d  # Positions all offsets read.
     if layer.padding == "same":
       before = _non_negative(needed - in_size) // 2
     elif layer.padding == "causal":
       before = (k - 1) * d
     else:
       before = 0
-    paddings[axis] = [before, _non_negative(needed - before - in_size)]
-    stops.append(span)
+    length = s * ((k - 1) * d // s + out_size)  # >= needed.
+    paddings[axis] = [before, _non_negative(length - before - in_size)]
+    crop[axis] = slice(0, length)  # Valid padding may leave unread rows.
+    folded_shape += [length // s, s]
+    out_sizes.append(out_size)
+    lengths.append(length)
   padded = tf.pad(inputs, paddings)
+  # Valid padding can leave input rows past `length` that no offset reads.
+  if any(not isinstance(n, int) or padded.shape[axis] != n
+         for axis, n in zip(spatial, lengths)):
+    padded = padded[tuple(crop)]
+  folded = tf.reshape(padded, folded_shape + [inputs.shape[-1]])
   # [B, T, C] with T static where it can be (the batch size may not be).
   shape = [tf.shape(inputs)[0], static_positions(output_gradient) or -1,
            inputs.shape[-1]]
   for offset in itertools.product(*[range(k) for k in layer.kernel_size]):
-    index = [Ellipsis]
-    for j, d, s, span in zip(offset, layer.dilation_rate, strides, stops):
-      index.append(slice(j * d, j * d + span, s))
-    index.append(slice(None))
-    yield tf.reshape(padded[tuple(index)], shape)
+    index = [slice(None)] * first_spatial
+    for j, d, s, n in zip(offset, layer.dilation_rate, strides, out_sizes):
+      q, r = divmod(j * d, s)
+      index += [slice(q, q + n), r]
+    yield tf.reshape(folded[tuple(index)], shape)
 
 
 def chained(views: Iterator[tf.Tensor],

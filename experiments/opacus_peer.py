@@ -142,7 +142,8 @@ class _Encoder(nn.Module):
     x = self.tokens(x)
     if x.dim() == 4:  # Patches [B, C, H, W] -> tokens [B, H W, C].
       x = x.flatten(2).transpose(1, 2)
-    index = torch.arange(x.shape[1]).expand(x.shape[0], -1)
+    # Contiguous: Opacus' embedding norm sampler views the ids.
+    index = torch.arange(x.shape[1]).expand(x.shape[0], -1).contiguous()
     x = self.blocks(x + self.positions(index))
     return self.head(self.norm(x).mean(dim=1))
 

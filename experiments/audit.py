@@ -390,9 +390,20 @@ def _check_black_box_only_flags() -> None:
         "--nomembership")
 
 
+def _check_membership_tools() -> None:
+  """--membership needs TF Privacy's tools, which need TensorFlow 2.15."""
+  if not audit_flags.MEMBERSHIP.value:
+    return
+  missing = tfdp.audit.membership.missing_privacy_tests()
+  if missing:
+    raise app.UsageError(f"--membership: {missing}. Or leave the membership "
+                         "attacks out with --nomembership.")
+
+
 def main(argv):
   del argv
   _check_black_box_only_flags()
+  _check_membership_tools()
   unknown = sorted(set(audit_flags.NEGATIVE_CONTROLS.value) -
                    set(_audit_faults.FAULTS) - {"none"})
   if unknown:

@@ -70,6 +70,7 @@ import tensorflow as tf
 from experiments import _report
 import flags as shared_flags
 import tfdp
+from tfdp import _optional
 from tfdp.clipping.layers import fallback
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -546,8 +547,11 @@ def _child_result(model_name: str, config: str) -> Tuple[str, object]:
   return stopped, stderr[-3000:]
 
 
-def _torch_peer_missing(model_name: str, config: str) -> Optional[str]:
-  """Why the PyTorch peer cannot run `config` on the model, or None."""
+def _missing_peer(model_name: str, config: str) -> Optional[str]:
+  """Why a peer's configuration cannot run on the model here, or None."""
+  if config in _SLOW_BASELINES:
+    missing = _optional.missing_tensorflow_privacy()
+    return None if missing is None else "skipped: " + missing
   if config not in _TORCH_CONFIGS:
     return None
   if model_name not in _TORCH_MODELS:
@@ -561,7 +565,7 @@ def _torch_peer_missing(model_name: str, config: str) -> Optional[str]:
 
 def _result_row(model_name: str, config: str) -> Dict[str, object]:
   """Measures one configuration in a subprocess; failures become rows."""
-  missing = _torch_peer_missing(model_name, config)
+  missing = _missing_peer(model_name, config)
   if missing:
     return {"model": model_name, "config": config, "status": missing,
             "note": "", "seconds_per_step": None, "peak_rss_gib": None}

@@ -6,6 +6,10 @@ import subprocess
 import sys
 
 from tfdp import privacy
+from tfdp.audit import membership
+
+# TF Privacy's membership tools import on TensorFlow 2.15 only.
+MEMBERSHIP_TOOLS = membership.missing_privacy_tests() is None
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ("--claimed_epsilons=2", "--runs_per_side=60", "--canaries=100",
@@ -28,7 +32,8 @@ def _audit(tmp_path, *args):
 
 
 def test_audit_writes_bounds_controls_and_membership(tmp_path):
-  path, results = _audit(tmp_path, *TINY)
+  path, results = _audit(
+      tmp_path, *TINY, *(() if MEMBERSHIP_TOOLS else ("--nomembership",)))
   assert results["settings"]["train"] == 1437
   methods = [(r["mode"], r["method"]) for r in results["audits"]]
   assert methods == [("whitebox", "many runs"), ("whitebox", "one run"),
@@ -46,7 +51,7 @@ def test_audit_writes_bounds_controls_and_membership(tmp_path):
   assert control["trainer"] == "dpsgd + no_noise"
   assert control["lower_bound"] > control["claimed_epsilon"]
   names = [r["model"] for r in results["membership"]]
-  assert names == ["non-private", "DP eps=2"]
+  assert names == (["non-private", "DP eps=2"] if MEMBERSHIP_TOOLS else [])
   for row in results["membership"]:
     assert 0.0 <= row["mia_auc"] <= 1.0 and 0.0 <= row["lira_auc"] <= 1.0
   assert (path.parent / "audit.png").exists()
@@ -85,3 +90,22 @@ def test_dp_gan_refuses_what_is_wired_for_classifiers():
   assert ("add --mode=blackbox --negative_controls= --nomembership"
           in result.stderr)
   assert "Traceback" not in result.stderr
+
+
+def test_membership_without_tf_privacy_is_a_usage_error(tmp_path):
+  """Where TF Privacy's tools do not import: one line, no traceback."""
+  hidden = ("tensorflow_privacy.privacy.privacy_tests.membership_inference_"
+            "attack.membership_inference_attack")
+  code = ("import runpy, sys; "
+          f"sys.modules[{hidden!r}] = None; "
+          "sys.argv = ['audit', '--membership', "
+          f"'--output_dir={tmp_path}']; "
+          "runpy.run_module('experiments.audit', run_name='__main__')")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)
+  assert result.returncode == 1
+  assert "--membership: " in result.stderr
+  assert 'pip install -e ".[tf215,audit]"' in result.stderr
+  assert "--nomembership" in result.stderr
+  assert "Traceback" not in result.stderr
+  assert not list(tmp_path.iterdir())  # Refused before anything is written.

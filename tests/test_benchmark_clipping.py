@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from tfdp import _optional
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -105,3 +107,21 @@ def test_the_pytorch_peer_runs_or_says_how_to_install_it(tmp_path):
     assert ghost["time_ratio"] == pytest.approx(
         ghost["seconds_per_step"] /
         rows["papernot", "torch_nonprivate"]["seconds_per_step"])
+
+
+def test_tf_privacy_baselines_run_or_say_what_they_need(tmp_path):
+  """On TensorFlow >= 2.16 TF Privacy 0.9.0 does not import: a skipped row."""
+  missing = _optional.missing_tensorflow_privacy()
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.benchmark_clipping",
+       "--models=papernot", "--configs=tfp_fast", "--batch_size=4",
+       "--steps=1", "--warmup_steps=1", "--slow_baseline_steps=1",
+       "--width=0.125", f"--results_dir={tmp_path}"],
+      capture_output=True, text=True, cwd=ROOT, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  (row,) = json.loads((tmp_path / "results.json").read_text())["rows"]
+  if missing is None:
+    assert row["status"] == "ok", row
+  else:
+    assert row["status"] == "skipped: " + missing
+    assert 'pip install -e ".[tf215,audit]"' in row["status"]

@@ -31,7 +31,13 @@ if "tensorflow" not in sys.modules:
   warnings.filterwarnings("ignore", category=FutureWarning,
                           module="google.api_core")
 
-from tfdp import attacks  # pylint: disable=g-import-not-at-top
+# pylint: disable=g-import-not-at-top
+from tfdp import _keras2
+
+# Before anything uses tf.keras: Keras 2 (tf-keras) from TensorFlow 2.16 on.
+_keras2.use_keras_2()
+
+from tfdp import attacks
 from tfdp import audit
 from tfdp import callbacks
 from tfdp import checkpointing

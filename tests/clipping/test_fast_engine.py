@@ -215,3 +215,37 @@ def test_an_empty_batch_of_static_size_gives_zero_gradients_in_its_own_process()
   assert out["total"] == 0.0
   assert out["shapes"] == [[4, 3], [3], [3, 2], [2]]
   assert out["norms"] == 0
+
+
+def test_empty_batches_through_conv_and_group_norm():
+  """TF's CPU Conv2D returns its input's shape for an empty batch.
+
+  Plain Keras then fails in the next GroupNormalization; the engine must
+  not run the model on no examples, in a traced step (unknown batch size,
+  as Poisson batches are) or eagerly, and still clip non-empty batches.
+  """
+  model = tf.keras.Sequential([
+      tf.keras.Input((6, 6, 3)), tf.keras.layers.Conv2D(8, 3),
+      tf.keras.layers.GroupNormalization(4), tf.keras.layers.Flatten(),
+      tf.keras.layers.Dense(3)])
+  step = tf.function(
+      lambda x, y: fast.clipped_gradients(model, x, y, LOSS, 1.0,
+                                          return_predictions=True),
+      input_signature=[tf.TensorSpec([None, 6, 6, 3]),
+                       tf.TensorSpec([None], tf.int64)])
+  rng = np.random.default_rng(0)
+  for run in (step, lambda x, y: fast.clipped_gradients(
+      model, x, y, LOSS, 1.0, return_predictions=True)):
+    for size in (3, 0, 2, 0):
+      x = rng.normal(size=(size, 6, 6, 3)).astype(np.float32)
+      y = rng.integers(0, 3, size)
+      result, predictions = run(x, y)
+      assert predictions.shape == (size, 3)
+      assert result.norms.shape == (size,)
+      assert result.per_example_losses.shape == (size,)
+      total = sum(float(tf.reduce_sum(tf.abs(g))) for g in result.gradient_sum)
+      assert (total == 0.0) == (size == 0)
+      if size:  # Clipped to C = 1 or below, as without the guard.
+        expected = oracle.per_example_gradients(model, x, y, LOSS)
+        oracle.assert_allclose_relative(result.norms, oracle.norms(expected),
+                                        1e-5)

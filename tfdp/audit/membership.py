@@ -11,7 +11,8 @@
   Gaussians (TF Privacy's `advanced_mia.compute_score_lira`).
 
 TF Privacy ships these in the `tensorflow-empirical-privacy` package
-(`pip install -e ".[audit]"`); this module imports it when first used.
+(`pip install -e ".[tf215,audit]"`, TensorFlow 2.15 only); this module
+imports it when first used.
 
 Example:
   >>> report = membership_attack(model, (x_train, y_train), (x_test, y_test))
@@ -20,32 +21,49 @@ Example:
 
 import dataclasses
 import importlib
-from typing import Callable, Dict, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 from sklearn import metrics
 import tensorflow as tf
 
+from tfdp import _optional
 from tfdp import _validation
-
-_INSTALL = ('pip install -e ".[audit]" (or pip install '
-            'tensorflow-empirical-privacy==0.1.0)')
 
 Examples = Tuple[np.ndarray, np.ndarray]
 
 
+_PACKAGE = ("tensorflow_privacy.privacy.privacy_tests."
+            "membership_inference_attack")
+_MODULES = tuple(f"{_PACKAGE}.{name}" for name in (
+    "membership_inference_attack", "data_structures", "advanced_mia"))
+
+
+def missing_privacy_tests() -> Optional[str]:
+  """None if TF Privacy's privacy_tests import, else what to install.
+
+  They ship in the tensorflow-empirical-privacy package, not in the
+  tensorflow-privacy wheel, and import on TensorFlow 2.15 only.
+  """
+  for module in _MODULES:
+    missing = _optional.missing_tensorflow_privacy(module)
+    if missing:
+      return ("tfdp.audit's membership inference uses TensorFlow Privacy's "
+              "privacy_tests (package tensorflow-empirical-privacy), which "
+              f"the tensorflow-privacy wheel does not include. {missing}")
+  return None
+
+
 def _privacy_tests():
-  """(membership_inference_attack, data_structures, advanced_mia) modules."""
-  package = ("tensorflow_privacy.privacy.privacy_tests."
-             "membership_inference_attack")
-  try:
-    return tuple(importlib.import_module(f"{package}.{name}") for name in (
-        "membership_inference_attack", "data_structures", "advanced_mia"))
-  except ImportError as error:
-    raise ImportError(
-        "tfdp.audit's membership inference uses TensorFlow Privacy's "
-        "privacy_tests, which the tensorflow-privacy wheel does not include; "
-        f"install it with: {_INSTALL}. ({error})") from error
+  """(membership_inference_attack, data_structures, advanced_mia) modules.
+
+  Raises:
+    ImportError: naming what to install (`missing_privacy_tests`).
+  """
+  missing = missing_privacy_tests()
+  if missing:
+    raise ImportError(missing)
+  return tuple(importlib.import_module(module) for module in _MODULES)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -310,23 +310,61 @@ def clipped_gradients(model: tf.keras.Model,
   if center is not None:
     center = [tf.cast(v, var.dtype) for v, var in
               zip(_check_center(center, model), model.trainable_variables)]
-  tapped = _layer_gradients(model, x, y, loss_fn, sample_weight, training,
-                            copies, center)
-  squared = _squared_norm_sum(tapped.per_layer, tapped.losses)
-  clipping_squared = squared
-  if center is not None:
-    squared, clipping_squared = _centered_squared_norms(
-        squared, tf.cast(tapped.center_dots, tf.float32), center)
-  norms = tf.sqrt(squared)
-  factors = engine.clip_factors(tf.sqrt(clipping_squared), l2_norm_clip)
-  gradient_sum = _weighted_sums(model, tapped.per_layer,
-                                [factors] * len(tapped.per_layer))
-  if center is not None:
-    total = tf.reduce_sum(factors)
-    gradient_sum = [g - tf.cast(total, g.dtype) * v
-                    for g, v in zip(gradient_sum, center)]
-  result = engine.ClippedGradients(gradient_sum, norms, tapped.losses)
-  return (result, tapped.predictions) if return_predictions else result
+
+  def clip():
+    tapped = _layer_gradients(model, x, y, loss_fn, sample_weight, training,
+                              copies, center)
+    squared = _squared_norm_sum(tapped.per_layer, tapped.losses)
+    clipping_squared = squared
+    if center is not None:
+      squared, clipping_squared = _centered_squared_norms(
+          squared, tf.cast(tapped.center_dots, tf.float32), center)
+    factors = engine.clip_factors(tf.sqrt(clipping_squared), l2_norm_clip)
+    gradient_sum = _weighted_sums(model, tapped.per_layer,
+                                  [factors] * len(tapped.per_layer))
+    if center is not None:
+      total = tf.reduce_sum(factors)
+      gradient_sum = [g - tf.cast(total, g.dtype) * v
+                      for g, v in zip(gradient_sum, center)]
+    return (engine.ClippedGradients(gradient_sum, tf.sqrt(squared),
+                                    tf.cast(tapped.losses, tf.float32)),
+            tapped.predictions)
+
+  result, predictions = _unless_empty(model, x, clip)
+  return (result, predictions) if return_predictions else result
+
+
+def _unless_empty(model: tf.keras.Model, x, clip):
+  """clip(), or what it gives for a batch of no examples.
+
+  Poisson sampling gives empty batches, and TensorFlow's CPU Conv2D (2.15
+  to 2.21) returns its input's shape for one, so a convolution followed by
+  a layer that reads the channel count (GroupNormalization) fails on it,
+  in plain Keras too. For no examples the clipped sum is 0, with no norms
+  or losses, and the model need not see them: the predictions (no rows)
+  take their structure from the model's inference on one row of zeros.
+  Batches known to be non-empty when traced run `clip` alone.
+
+  Returns:
+    (`ClippedGradients`, predictions).
+  """
+  static_size = tf.nest.flatten(x)[0].shape[0]
+  if static_size:
+    return clip()
+
+  def nothing():
+    one_row = tf.nest.map_structure(
+        lambda t: tf.zeros(tf.concat([[1], tf.shape(t)[1:]], 0), t.dtype), x)
+    predictions = tf.nest.map_structure(lambda p: p[:0],
+                                        model(one_row, training=False))
+    none = tf.zeros([0], tf.float32)
+    return (engine.ClippedGradients(
+        [tf.zeros_like(v) for v in model.trainable_variables], none, none),
+            predictions)
+
+  if static_size == 0:
+    return nothing()
+  return tf.cond(tf.shape(tf.nest.flatten(x)[0])[0] > 0, clip, nothing)
 
 
 def _centered_squared_norms(squared: tf.Tensor, dots: tf.Tensor,

@@ -249,3 +249,14 @@ def test_empty_batches_through_conv_and_group_norm():
         expected = oracle.per_example_gradients(model, x, y, LOSS)
         oracle.assert_allclose_relative(result.norms, oracle.norms(expected),
                                         1e-5)
+  # Per-layer clipping (the DP-GAN's adaptive mode) likewise.
+  per_layer = tf.function(
+      lambda x, y: fast.per_layer_clipped_gradients(
+          model, x, y, LOSS, {l.name: 1.0 for l in fast.tapped_layers(model)}),
+      input_signature=step.input_signature)
+  for size in (2, 0):
+    result = per_layer(rng.normal(size=(size, 6, 6, 3)).astype(np.float32),
+                       rng.integers(0, 3, size))
+    assert result.norms.shape == (size,)
+    total = sum(float(tf.reduce_sum(tf.abs(g))) for g in result.gradient_sum)
+    assert (total == 0.0) == (size == 0)

@@ -334,7 +334,8 @@ def clipped_gradients(model: tf.keras.Model,
   return (result, predictions) if return_predictions else result
 
 
-def _unless_empty(model: tf.keras.Model, x, clip):
+def _unless_empty(model: tf.keras.Model, x, clip,
+                  with_predictions: bool = True):
   """clip(), or what it gives for a batch of no examples.
 
   Poisson sampling gives empty batches, and TensorFlow's CPU Conv2D (2.15
@@ -346,21 +347,23 @@ def _unless_empty(model: tf.keras.Model, x, clip):
   Batches known to be non-empty when traced run `clip` alone.
 
   Returns:
-    (`ClippedGradients`, predictions).
+    (`ClippedGradients`, predictions), or the `ClippedGradients` alone
+    without `with_predictions`: what `clip` returns.
   """
   static_size = tf.nest.flatten(x)[0].shape[0]
   if static_size:
     return clip()
 
   def nothing():
+    none = tf.zeros([0], tf.float32)
+    result = engine.ClippedGradients(
+        [tf.zeros_like(v) for v in model.trainable_variables], none, none)
+    if not with_predictions:
+      return result
     one_row = tf.nest.map_structure(
         lambda t: tf.zeros(tf.concat([[1], tf.shape(t)[1:]], 0), t.dtype), x)
-    predictions = tf.nest.map_structure(lambda p: p[:0],
-                                        model(one_row, training=False))
-    none = tf.zeros([0], tf.float32)
-    return (engine.ClippedGradients(
-        [tf.zeros_like(v) for v in model.trainable_variables], none, none),
-            predictions)
+    return result, tf.nest.map_structure(lambda p: p[:0],
+                                         model(one_row, training=False))
 
   if static_size == 0:
     return nothing()
@@ -447,16 +450,21 @@ def per_layer_clipped_gradients(model: tf.keras.Model,
   Raises:
     ValueError: if `layer_clips` misses a tapped layer or names another.
   """
-  per_layer, layers, losses, _, _ = _layer_gradients(model, x, y, loss_fn,
-                                                     None, training)
-  names = [layer.name for layer in layers]
-  _check_layer_clips(layer_clips, names)
-  factors = [engine.clip_factors(tf.sqrt(tf.cast(p.squared_norms, tf.float32)),
-                                 layer_clips[name])
-             for name, p in zip(names, per_layer)]
-  gradient_sum = _weighted_sums(model, per_layer, factors)
-  norms = tf.sqrt(_squared_norm_sum(per_layer, losses))
-  return engine.ClippedGradients(gradient_sum, norms, losses)
+  _check_layer_clips(layer_clips, [layer.name for layer in
+                                   tapped_layers(model)])
+
+  def clip():
+    per_layer, layers, losses, _, _ = _layer_gradients(model, x, y, loss_fn,
+                                                       None, training)
+    factors = [engine.clip_factors(
+        tf.sqrt(tf.cast(p.squared_norms, tf.float32)), layer_clips[l.name])
+               for l, p in zip(layers, per_layer)]
+    gradient_sum = _weighted_sums(model, per_layer, factors)
+    norms = tf.sqrt(_squared_norm_sum(per_layer, losses))
+    return engine.ClippedGradients(gradient_sum, norms,
+                                   tf.cast(losses, tf.float32))
+
+  return _unless_empty(model, x, clip, with_predictions=False)
 
 
 def per_layer_sensitivity(layer_clips: Mapping[str, tf.Tensor]) -> tf.Tensor:

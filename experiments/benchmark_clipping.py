@@ -23,11 +23,14 @@ Configurations:
   tfdp_chunks4    tfdp with physical_batch_size=B/4 (a tf.while_loop over
                   the 4 chunks) on batches of static size; the column
                   "time x tfdp (one chunk)" is against tfdp.
-  tfdp_chunks4_dynamic  the same on batches whose size the graph does not
-                  know (as with Poisson sampling).
   tfdp_quarter    tfdp on batches of B/4: the column "memory / (chunk of
-                  B/4 + gradients)" of the chunked rows is against it.
-                  The three are not run by default.
+                  B/4 + gradients)" of tfdp_chunks4 is against it.
+  tfdp_dynamic, tfdp_chunks4_dynamic, tfdp_quarter_dynamic  the same three
+                  on batches whose size the graph does not know (as with
+                  Poisson sampling), which costs memory of its own (shape
+                  arithmetic that static shapes fold away): the chunked
+                  row's ratios are against the dynamic tfdp and quarter.
+                  None of the six is run by default.
   torch_nonprivate, opacus_ghost, opacus_hooks  the PyTorch peer
                   (experiments/opacus_peer.py: the same architectures in
                   PyTorch, Opacus' ghost clipping and its hooks; needs
@@ -46,7 +49,8 @@ Models: papernot, resnet18 and wrn16_4 on 32x32x3 images; vit (4 blocks on
   python -m experiments.benchmark_clipping --models=wrn16_4 \
       --configs=tfdp_augmult1,tfdp_augmult4,tfdp_augmult16 --batch_size=32
   python -m experiments.benchmark_clipping --models=papernot,vit \
-      --configs=tfdp,tfdp_chunks4,tfdp_chunks4_dynamic,tfdp_quarter
+      --configs=tfdp,tfdp_chunks4,tfdp_quarter,tfdp_dynamic,\
+tfdp_chunks4_dynamic,tfdp_quarter_dynamic
 """
 
 import dataclasses
@@ -121,8 +125,10 @@ _AUGMULTS = (1, 4, 16)
 _AUGMULT_CONFIGS = tuple(f"tfdp_augmult{k}" for k in _AUGMULTS)
 # Gradient accumulation: the batch in 4 chunks of B/4 (batches of static
 # size, and of a size the graph does not know, as Poisson batches are), and
-# one chunk alone (batch B/4) for the memory bound.
-_CHUNK_CONFIGS = ("tfdp_chunks4", "tfdp_chunks4_dynamic", "tfdp_quarter")
+# one chunk alone (batch B/4) for the memory bound; the references tfdp and
+# tfdp_quarter on batches of either kind.
+_CHUNK_CONFIGS = ("tfdp_chunks4", "tfdp_quarter", "tfdp_dynamic",
+                  "tfdp_chunks4_dynamic", "tfdp_quarter_dynamic")
 # The PyTorch peer (experiments/opacus_peer.py, `pip install -e ".[bench]"`):
 # its rows' ratios are to torch_nonprivate.
 _TORCH_CONFIGS = ("torch_nonprivate", "opacus_ghost", "opacus_hooks")
@@ -312,6 +318,8 @@ _SETUPS: Dict[str, Callable] = {
     "tfdp_chunks4_dynamic": lambda model, batch_size: _tfdp(
         model, batch_size, physical_batch_size=_quarter(batch_size)),
     "tfdp_quarter": _tfdp,
+    "tfdp_dynamic": _tfdp,
+    "tfdp_quarter_dynamic": _tfdp,
 }
 
 
@@ -320,7 +328,8 @@ def _quarter(batch_size: int) -> int:
 
 
 def _config_batch_size(config: str) -> int:
-  return (_quarter(BATCH_SIZE.value) if config == "tfdp_quarter" else
+  return (_quarter(BATCH_SIZE.value)
+          if config in ("tfdp_quarter", "tfdp_quarter_dynamic") else
           BATCH_SIZE.value)
 
 
@@ -612,13 +621,15 @@ def _add_ratios(rows: List[Dict[str, object]], batch_size: int) -> None:
 def _add_chunk_ratios(rows: List[Dict[str, object]]) -> None:
   """Accumulation in 4 chunks: time against one chunk of B (tfdp), and
   peak memory against one chunk of B/4 (tfdp_quarter) plus the model's
-  gradients (4 bytes a parameter), the accumulator it adds."""
+  gradients (4 bytes a parameter), the accumulator it adds; both on the
+  same kind of batch (static or dynamic size)."""
   by_key = {(r["model"], r["config"]): r for r in rows if r["status"] == "ok"}
   for row in rows:
     if row["config"] not in ("tfdp_chunks4", "tfdp_chunks4_dynamic"):
       continue
-    whole = by_key.get((row["model"], "tfdp"))
-    quarter = by_key.get((row["model"], "tfdp_quarter"))
+    kind = row["config"][len("tfdp_chunks4"):]
+    whole = by_key.get((row["model"], "tfdp" + kind))
+    quarter = by_key.get((row["model"], "tfdp_quarter" + kind))
     if row["status"] == "ok" and whole:
       row["chunk_time_ratio"] = (row["seconds_per_step"] /
                                  whole["seconds_per_step"])

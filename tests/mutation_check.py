@@ -83,8 +83,8 @@ MUTATIONS: Sequence[Mutation] = (
     Mutation(
         "noise_per_chunk", "accumulation adds the noise to every chunk",
         "tfdp/private.py",
-        "sums = [s + g for s, g in zip(sums, result.gradient_sum)]",
-        "sums = [s + b * model.optimizer.expected_batch_size for s, b in "
+        "[s + g for s, g in zip(sums, result.gradient_sum)]",
+        "[s + b * model.optimizer.expected_batch_size for s, b in "
         "zip(sums, model.optimizer.noisy_average(result.gradient_sum))]",
         _TRAINING_NOISE),
     Mutation(
@@ -172,8 +172,8 @@ MUTATIONS: Sequence[Mutation] = (
         "the examples, noise calibrated to B)",
         "tfdp/private.py",
         "                                copies_per_example=copies, "
-        "center=center)",
-        "                                copies_per_example=1, center=center)",
+        "center=center,",
+        "                                copies_per_example=1, center=center,",
         ("tests/test_augmult.py", "tests/test_training_noise.py")),
     Mutation(
         "augmult_copies_not_summed",

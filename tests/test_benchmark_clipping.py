@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from experiments import benchmark_clipping
 from tfdp import _optional
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -125,3 +126,27 @@ def test_tf_privacy_baselines_run_or_say_what_they_need(tmp_path):
   else:
     assert row["status"] == "skipped: " + missing
     assert 'pip install -e ".[tf215,audit]"' in row["status"]
+
+
+def test_chunk_ratios_compare_batches_of_the_same_kind():
+  parameters = 2**28  # Gradients of 1 GiB.
+
+  def row(config, seconds, rss):
+    return dict(model="m", config=config, status="ok", parameters=parameters,
+                seconds_per_step=seconds, peak_rss_gib=rss)
+
+  rows = [row("tfdp", 1.0, 9.0), row("tfdp_dynamic", 2.0, 9.0),
+          row("tfdp_quarter", 0.3, 3.0), row("tfdp_quarter_dynamic", 0.6, 4.0),
+          row("tfdp_chunks4", 1.1, 4.4), row("tfdp_chunks4_dynamic", 2.4, 6.0)]
+  benchmark_clipping._add_chunk_ratios(rows)  # pylint: disable=protected-access
+  static, dynamic = rows[4], rows[5]
+  assert static["chunk_time_ratio"] == pytest.approx(1.1)
+  assert static["chunk_memory_ratio"] == pytest.approx(4.4 / (3.0 + 1.0))
+  assert dynamic["chunk_time_ratio"] == pytest.approx(1.2)
+  assert dynamic["chunk_memory_ratio"] == pytest.approx(6.0 / (4.0 + 1.0))
+  # Without its own kind's references a row gets no ratio.
+  rows = [row("tfdp", 1.0, 9.0), row("tfdp_quarter", 0.3, 3.0),
+          row("tfdp_chunks4_dynamic", 2.4, 6.0)]
+  benchmark_clipping._add_chunk_ratios(rows)  # pylint: disable=protected-access
+  assert "chunk_time_ratio" not in rows[2]
+  assert "chunk_memory_ratio" not in rows[2]

@@ -55,20 +55,51 @@ def test_step_applies_exact_clipped_average(physical_batch_size):
   oracle.assert_gradients_close(change, [e / len(x) for e in expected], 1e-5)
 
 
-def test_static_batch_chunks_match_the_oracle():
-  # A batch of static size 8 in chunks of 3, 3 and 2 (a ragged last one).
+@pytest.mark.parametrize("physical_batch_size", [3, 4, 20])
+def test_static_batch_chunks_match_the_oracle(physical_batch_size):
+  # A batch of static size 8 in chunks of 3, 3 and 2 (a ragged last one
+  # after the loop), of 4 and 4 (the loop alone), or in one chunk (P > B).
   x, y = _data()
-  model = tfdp.make_private(_model(), physical_batch_size=3)
+  model = tfdp.make_private(_model(), physical_batch_size=physical_batch_size)
   model.compile(optimizer=tfdp.optimizers.DPSGD(
       learning_rate=1.0, l2_norm_clip=0.2, noise_multiplier=0.0,
-      expected_batch_size=len(x)), loss=LOSS)
+      expected_batch_size=len(x)), loss=LOSS,
+                metrics=[tf.keras.metrics.SparseCategoricalCrossentropy(
+                    from_logits=True)])
   expected = oracle.clipped_sum(
       oracle.per_example_gradients(model, x, y, LOSS), 0.2)
+  # The metric is computed from the step's predictions, chunk by chunk.
+  expected_metric = float(tf.reduce_mean(LOSS(y, model(x))))
   before = [v.numpy() for v in model.trainable_variables]
-  tf.function(lambda x, y: model.train_step((x, y)))(
+  logs = tf.function(lambda x, y: model.train_step((x, y)))(
       tf.constant(x), tf.constant(y))
   change = [b - v.numpy() for b, v in zip(before, model.trainable_variables)]
   oracle.assert_gradients_close(change, [e / len(x) for e in expected], 1e-5)
+  np.testing.assert_allclose(
+      float(logs["sparse_categorical_crossentropy"]), expected_metric,
+      rtol=1e-5)
+
+
+@pytest.mark.parametrize("physical_batch_size", [None, 3])
+def test_an_empty_batch_of_unknown_size_is_a_step_with_a_zero_sum(
+    physical_batch_size):
+  # Poisson sampling gives empty batches; the step is counted, and without
+  # noise it changes no weight.
+  model = tfdp.make_private(_model(), physical_batch_size=physical_batch_size)
+  model.compile(optimizer=tfdp.optimizers.DPSGD(
+      learning_rate=1.0, l2_norm_clip=1.0, noise_multiplier=0.0,
+      expected_batch_size=8), loss=LOSS)
+  step = tf.function(lambda x, y: model.train_step((x, y)), input_signature=[
+      tf.TensorSpec([None, 5]), tf.TensorSpec([None], tf.int64)])
+  before = [v.numpy() for v in model.trainable_variables]
+  step(tf.zeros([0, 5]), tf.zeros([0], tf.int64))
+  assert model.optimizer.iterations.numpy() == 1
+  for b, v in zip(before, model.trainable_variables):
+    np.testing.assert_array_equal(b, v.numpy())
+  x, y = _data()
+  step(x[:5], y[:5])  # A non-empty batch after it still trains.
+  assert any(np.any(b != v.numpy())
+             for b, v in zip(before, model.trainable_variables))
 
 
 def test_weight_regularizer_is_added_after_clipping_unclipped():

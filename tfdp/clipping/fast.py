@@ -255,7 +255,8 @@ def clipped_gradients(model: tf.keras.Model,
                       training: bool = True,
                       return_predictions: bool = False,
                       copies_per_example: int = 1,
-                      center: Optional[Sequence[tf.Tensor]] = None):
+                      center: Optional[Sequence[tf.Tensor]] = None,
+                      empty_batch_guard: bool = True):
   """Fast S = sum_i min(1, C/||g_i||) g_i over `model.trainable_variables`.
 
   Same contract as `tfdp.clipping.clipped_gradients` (the exact reference),
@@ -295,6 +296,11 @@ def clipped_gradients(model: tf.keras.Model,
       have B K rows.
     center: None, or v (see above): one tensor per trainable variable, in
       `model.trainable_variables` order. `norms` are then ||g_i - v||.
+    empty_batch_guard: for a batch of unknown size, whether to check at run
+      time that it holds an example before running the model (see
+      `_unless_empty`). False only where the caller guarantees one (the
+      chunks of `tfdp.make_private(physical_batch_size=...)`): the guard's
+      other branch traces the model a second time.
 
   Returns:
     `ClippedGradients` (norms and losses per example, [B]), or
@@ -330,7 +336,8 @@ def clipped_gradients(model: tf.keras.Model,
                                     tf.cast(tapped.losses, tf.float32)),
             tapped.predictions)
 
-  result, predictions = _unless_empty(model, x, clip)
+  result, predictions = (_unless_empty(model, x, clip) if empty_batch_guard
+                         else clip())
   return (result, predictions) if return_predictions else result
 
 

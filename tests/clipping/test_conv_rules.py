@@ -141,6 +141,37 @@ def test_conv_inside_tf_function(path, force_path):
   _assert_matches_oracle(layer, (5, 4, 6), seed=7, in_function=True)
 
 
+@pytest.mark.parametrize("in_function", [False, True])
+@pytest.mark.parametrize("path", ["explicit", "explicit-recomputed"])
+@pytest.mark.parametrize("config", _CONFIGS, ids=_config_id)
+def test_conv_in_sub_batches_matches_oracle(config, path, in_function,
+                                            force_path, monkeypatch):
+  # Sub-batches of 2 examples for a batch of 5: a loop of 3, the last ragged
+  # (the sub-batch size the caches give is larger than the test batches).
+  force_path(path)
+  monkeypatch.setattr(conv, "_sub_batch_size", lambda *args: 2)
+  layer = _CONV_CLASSES[config["rank"]](**config["kwargs"])
+  _assert_matches_oracle(layer, config["input_shape"], seed=1,
+                         in_function=in_function)
+
+
+def test_sub_batches_fit_the_set_bytes():
+  # pylint: disable=protected-access
+  size = lambda batch, x_shape, d_shape: conv._sub_batch_size(
+      tf.keras.Input(x_shape, batch_size=batch),
+      tf.keras.Input(d_shape, batch_size=batch))
+  per_example = 4 * (32 * 32 * 32 + 32 * 32 * 64)
+  expected = conv.SUB_BATCH_BYTES // per_example
+  assert size(128, (32, 32, 32), (32, 32, 64)) == expected > 0
+  # A batch of unknown size counts as 128 examples.
+  assert size(None, (32, 32, 32), (32, 32, 64)) == expected
+  # Whole when the batch fits in 4 sub-batches, or the shape is unknown.
+  assert size(4 * expected, (32, 32, 32), (32, 32, 64)) == 0
+  assert size(128, (8, 8, 3), (8, 8, 16)) == 0
+  assert size(128, (None, None, 3), (None, None, 16)) == 0
+  assert size(8, (512, 512, 64), (512, 512, 64)) == 1
+
+
 def test_depthwise_inside_tf_function():
   layer = tf.keras.layers.DepthwiseConv2D(3, dilation_rate=2, padding="same",
                                           depth_multiplier=2,

@@ -8,7 +8,6 @@ import sys
 
 import pytest
 
-from experiments import benchmark_clipping
 from tfdp import _optional
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -129,24 +128,36 @@ def test_tf_privacy_baselines_run_or_say_what_they_need(tmp_path):
 
 
 def test_chunk_ratios_compare_batches_of_the_same_kind():
+  # In a child process: the benchmark's absl flags (--steps...) would clash
+  # with other experiments' in this one.
+  script = """
+import json, sys
+from experiments import benchmark_clipping
+rows = json.loads(sys.stdin.read())
+benchmark_clipping._add_chunk_ratios(rows)
+print(json.dumps(rows))
+"""
   parameters = 2**28  # Gradients of 1 GiB.
 
-  def row(config, seconds, rss):
-    return dict(model="m", config=config, status="ok", parameters=parameters,
-                seconds_per_step=seconds, peak_rss_gib=rss)
+  def ratios(rows):
+    rows = [dict(model="m", config=config, status="ok",
+                 parameters=parameters, seconds_per_step=seconds,
+                 peak_rss_gib=rss) for config, seconds, rss in rows]
+    result = subprocess.run([sys.executable, "-c", script],
+                            input=json.dumps(rows), capture_output=True,
+                            text=True, cwd=ROOT, timeout=120, check=True)
+    return {row["config"]: row for row in json.loads(result.stdout)}
 
-  rows = [row("tfdp", 1.0, 9.0), row("tfdp_dynamic", 2.0, 9.0),
-          row("tfdp_quarter", 0.3, 3.0), row("tfdp_quarter_dynamic", 0.6, 4.0),
-          row("tfdp_chunks4", 1.1, 4.4), row("tfdp_chunks4_dynamic", 2.4, 6.0)]
-  benchmark_clipping._add_chunk_ratios(rows)  # pylint: disable=protected-access
-  static, dynamic = rows[4], rows[5]
+  rows = ratios([("tfdp", 1.0, 9.0), ("tfdp_dynamic", 2.0, 9.0),
+                 ("tfdp_quarter", 0.3, 3.0), ("tfdp_quarter_dynamic", 0.6, 4.0),
+                 ("tfdp_chunks4", 1.1, 4.4), ("tfdp_chunks4_dynamic", 2.4, 6.0)])
+  static, dynamic = rows["tfdp_chunks4"], rows["tfdp_chunks4_dynamic"]
   assert static["chunk_time_ratio"] == pytest.approx(1.1)
   assert static["chunk_memory_ratio"] == pytest.approx(4.4 / (3.0 + 1.0))
   assert dynamic["chunk_time_ratio"] == pytest.approx(1.2)
   assert dynamic["chunk_memory_ratio"] == pytest.approx(6.0 / (4.0 + 1.0))
   # Without its own kind's references a row gets no ratio.
-  rows = [row("tfdp", 1.0, 9.0), row("tfdp_quarter", 0.3, 3.0),
-          row("tfdp_chunks4_dynamic", 2.4, 6.0)]
-  benchmark_clipping._add_chunk_ratios(rows)  # pylint: disable=protected-access
-  assert "chunk_time_ratio" not in rows[2]
-  assert "chunk_memory_ratio" not in rows[2]
+  rows = ratios([("tfdp", 1.0, 9.0), ("tfdp_quarter", 0.3, 3.0),
+                 ("tfdp_chunks4_dynamic", 2.4, 6.0)])
+  assert "chunk_time_ratio" not in rows["tfdp_chunks4_dynamic"]
+  assert "chunk_memory_ratio" not in rows["tfdp_chunks4_dynamic"]

@@ -16,12 +16,12 @@ from tfdp.clipping.layers import fallback
 # Conv1D/2D/3D all inherit these from Keras' base `Conv`: a subclass that
 # overrides either (Conv*Transpose, SeparableConv*, a weight-standardised
 # convolution...) computes something this rule does not describe.
+_CONV_METHODS = ("call", "convolution_op")
 # Bytes of input and output gradient per sub-batch of the explicit path
 # (`_sub_batch_size`): within the caches of current server CPUs.
 SUB_BATCH_BYTES = 2 * 2**20
 # A batch of unknown size is taken to be this large.
 _BATCH_SIZE_HINT = 128
-_CONV_METHODS = ("call", "convolution_op")
 
 
 def check_channels_last(layer: tf.keras.layers.Layer) -> None:

@@ -7,6 +7,7 @@ last.
 """
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -22,6 +23,14 @@ def run_script(script: pathlib.Path, *args: str,
   """Runs `script ROOT *args` with this Python and returns the process."""
   return subprocess.run([sys.executable, str(script), str(ROOT), *args],
                         capture_output=True, text=True, timeout=timeout)
+
+
+def run_python(code: str, env: Dict[str, str],
+               timeout: float) -> subprocess.CompletedProcess:
+  """Runs `python -c code` in ROOT, with `env` added to this environment."""
+  return subprocess.run([sys.executable, "-c", code], capture_output=True,
+                        text=True, env={**os.environ, **env}, cwd=ROOT,
+                        timeout=timeout)
 
 
 def run_json_script(script: pathlib.Path, *args: str,

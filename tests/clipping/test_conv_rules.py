@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tests import oracle
+from tests import scripts
 from tfdp.clipping import fast
 from tfdp.clipping.layers import _common
 from tfdp.clipping.layers import conv
@@ -111,7 +112,28 @@ def _conv_configs(rank, seed):
   return configs
 
 
+@pytest.fixture(name="force_way")
+def _force_way(monkeypatch):
+  """Makes the explicit path compute G_i folded or from per-offset views.
+
+  "folded": `_folded_per_example_gradients` for Conv1D and Conv2D (whatever
+  `_folding_works` would say; TensorFlow's oneDNN has no grouped Conv3D, so
+  Conv3D is left to the check, which sends it to the views); "views": the
+  per-offset views for every rank.
+  """
+  monkeypatch.setattr(conv, "_FOLDING_CHECKS", {})
+
+  def force(way, rank):
+    if way == "views":
+      monkeypatch.setattr(conv, "_folding_works", lambda *args: False)
+    elif rank < 3:
+      monkeypatch.setattr(conv, "_folding_works", lambda *args: True)
+
+  return force
+
+
 _PATHS = ["explicit", "explicit-recomputed", "ghost"]
+_WAYS = ["folded", "views"]
 _CONFIGS = [c for rank in (1, 2, 3) for c in _conv_configs(rank, rank)]
 
 
@@ -131,6 +153,17 @@ def test_conv_matches_oracle(config, path, force_path):
   assert asked == [path], "the rule did not consult prefer_ghost_norm once"
 
 
+@pytest.mark.parametrize("way", _WAYS)
+@pytest.mark.parametrize("path", ["explicit", "explicit-recomputed"])
+@pytest.mark.parametrize("config", _CONFIGS, ids=_config_id)
+def test_conv_explicit_ways_match_oracle(config, path, way, force_path,
+                                         force_way):
+  force_path(path)
+  force_way(way, config["rank"])
+  layer = _CONV_CLASSES[config["rank"]](**config["kwargs"])
+  _assert_matches_oracle(layer, config["input_shape"], seed=0)
+
+
 @pytest.mark.parametrize("path", _PATHS)
 def test_conv_inside_tf_function(path, force_path):
   force_path(path)
@@ -141,15 +174,19 @@ def test_conv_inside_tf_function(path, force_path):
   _assert_matches_oracle(layer, (5, 4, 6), seed=7, in_function=True)
 
 
+@pytest.mark.parametrize("way", _WAYS)
 @pytest.mark.parametrize("in_function", [False, True])
 @pytest.mark.parametrize("path", ["explicit", "explicit-recomputed"])
 @pytest.mark.parametrize("config", _CONFIGS, ids=_config_id)
-def test_conv_in_sub_batches_matches_oracle(config, path, in_function,
-                                            force_path, monkeypatch):
-  # Sub-batches of 2 examples for a batch of 5: a loop of 3, the last ragged
-  # (the sub-batch size the caches give is larger than the test batches).
+def test_conv_in_sub_batches_matches_oracle(config, path, in_function, way,
+                                            force_path, force_way,
+                                            monkeypatch):
+  # Sub-batches of 2 examples for a batch of 5: a loop of 3, the last one
+  # repeating example 5 (the sizes the rule picks exceed the test batches).
   force_path(path)
+  force_way(way, config["rank"])
   monkeypatch.setattr(conv, "_sub_batch_size", lambda *args: 2)
+  monkeypatch.setattr(conv, "_folded_sub_batch_size", lambda *args: 2)
   layer = _CONV_CLASSES[config["rank"]](**config["kwargs"])
   _assert_matches_oracle(layer, config["input_shape"], seed=1,
                          in_function=in_function)
@@ -170,6 +207,67 @@ def test_sub_batches_fit_the_set_bytes():
   assert size(128, (8, 8, 3), (8, 8, 16)) == 0
   assert size(128, (None, None, 3), (None, None, 16)) == 0
   assert size(8, (512, 512, 64), (512, 512, 64)) == 1
+
+
+def _folding_check(layer, input_shape):
+  """`conv._folding_works` for a built layer and one example's shape."""
+  layer.build((None,) + input_shape)
+  output_shape = layer.compute_output_shape((1,) + input_shape)[1:]
+  return conv._folding_works(  # pylint: disable=protected-access
+      layer, layer.call, {}, layer.strides, tf.TensorShape(input_shape),
+      tf.TensorShape(output_shape), tf.float32)
+
+
+@pytest.mark.parametrize("failure", ["wrong", "refused"])
+def test_folding_is_refused_where_grouped_convolutions_fail(failure,
+                                                            monkeypatch):
+  # The check compares the folded gradients with one-example ones: a device
+  # whose grouped convolution errs or computes something else is not used.
+  monkeypatch.setattr(conv, "_FOLDING_CHECKS", {})
+  folded = conv._folded_per_example_gradients  # pylint: disable=protected-access
+
+  def broken(*args, **kwargs):
+    if failure == "refused":
+      raise tf.errors.InvalidArgumentError(None, None, "no grouped kernel")
+    gradients = folded(*args, **kwargs)
+    return gradients + 1e-2 * tf.reduce_max(tf.abs(gradients))
+
+  layer = tf.keras.layers.Conv2D(4, 3, padding="same", groups=2)
+  monkeypatch.setattr(conv, "_folded_per_example_gradients", broken)
+  assert not _folding_check(layer, (6, 5, 4))
+  monkeypatch.setattr(conv, "_folded_per_example_gradients", folded)
+  monkeypatch.setattr(conv, "_FOLDING_CHECKS", {})
+  # The check itself is not what refuses: the same layer folds correctly
+  # here unless the device cannot (TensorFlow's own CPU kernels).
+  assert _folding_check(layer, (6, 5, 4)) == _grouped_convolutions_run()
+
+
+def _grouped_convolutions_run() -> bool:
+  try:
+    tf.nn.convolution(tf.ones([1, 4, 4, 4]), tf.ones([3, 3, 2, 4]),
+                      padding="SAME")
+    return True
+  except tf.errors.OpError:
+    return False
+
+
+def test_without_onednn_the_views_are_used_and_exact():
+  # TensorFlow's own CPU kernels refuse grouped convolutions: the check
+  # must send every layer to the per-offset views, with exact results.
+  script = """
+import tfdp
+import tensorflow as tf
+from tests.clipping import test_conv_rules as t
+from tfdp.clipping.layers import conv
+layer = tf.keras.layers.Conv2D(4, 3, strides=2, padding="same",
+                               activation="tanh")
+t._assert_matches_oracle(layer, (7, 6, 3), seed=4, in_function=True)
+assert conv._FOLDING_CHECKS and not any(conv._FOLDING_CHECKS.values())
+print("views used")
+"""
+  result = scripts.run_python(script, env={"TF_ENABLE_ONEDNN_OPTS": "0"},
+                              timeout=300)
+  assert "views used" in result.stdout, result.stderr[-3000:]
 
 
 def test_depthwise_inside_tf_function():

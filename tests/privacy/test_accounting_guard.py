@@ -55,6 +55,12 @@ from tfdp.privacy import accounting  # pylint: disable=g-import-not-at-top
 
 
 def peak_gb():
+  # This process image's own peak: ru_maxrss would also count the parent's
+  # resident memory at the fork (a pytest worker's, after other tests).
+  with open("/proc/self/status") as status:
+    for line in status:
+      if line.startswith("VmHWM:"):
+        return int(line.split()[1]) / 2**20
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
@@ -67,7 +73,7 @@ for sigma, q, steps in json.loads(__CASES__):
     result = {"epsilon": spent.epsilon, "accountant": spent.accountant}
   except (ValueError, MemoryError) as error:
     result = {"error": f"{type(error).__name__}: {error}"}
-  # ru_maxrss only grows: an upper bound on this case's own peak.
+  # The peak only grows: an upper bound on this case's own peak.
   result.update(seconds=time.perf_counter() - start, peak_gb=peak_gb())
   results.append(result)
 print(json.dumps(results))

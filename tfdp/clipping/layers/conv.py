@@ -4,8 +4,9 @@ Also home of what the depthwise rule shares: the refusal of channels_first
 (`check_channels_last`).
 """
 
+import concurrent.futures
 import itertools
-from typing import Callable, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import tensorflow as tf
 
@@ -22,6 +23,12 @@ _CONV_METHODS = ("call", "convolution_op")
 SUB_BATCH_BYTES = 2 * 2**20
 # A batch of unknown size is taken to be this large.
 _BATCH_SIZE_HINT = 128
+# Bytes of input and output gradient per grouped convolution of the folded
+# explicit path (`_folded_sub_batch_size`), and the most examples in one.
+FOLDED_SUB_BATCH_BYTES = 4 * 2**20
+MAX_FOLDED_EXAMPLES = 32
+# `_folding_works`' verdicts, per layer configuration and shapes.
+_FOLDING_CHECKS: Dict[tuple, bool] = {}
 
 
 def check_channels_last(layer: tf.keras.layers.Layer) -> None:
@@ -239,8 +246,10 @@ class ConvRule(registry.LayerRule):
   Per layer the cheaper of (mixed ghost clipping, `_common.prefer_ghost_norm`)
 
     explicit: G_i[j] = sum_t a_{i,t,j}^T delta_{i,t} per offset and group
-      (cost B T D p), made one offset at a time in sub-batches that fit the
-      CPU's caches (`_sub_batch_size`); the norms from them, and
+      (cost B T D p), from the filter gradient of one grouped convolution
+      per few examples where the device has grouped convolutions, else one
+      offset at a time (`_explicit`), in sub-batches that fit the CPU's
+      caches; the norms from them, and
       sum_i c_i G_i from the kept G if they are no larger than 3x delta
       (memory B D p g), else as in the ghost case below
       (`_common.keep_per_example_gradients`);
@@ -318,9 +327,8 @@ class ConvRule(registry.LayerRule):
 
     if not positions or not _common.prefer_ghost_norm(
         positions, input_dim, filters // groups, groups=groups):
-      return _explicit(layer, variables, inputs, grouped_gradient,
-                       tap.saved["strides"], bias_per_example,
-                       filter_gradient, dot,
+      return _explicit(tap, variables, inputs, grouped_gradient,
+                       bias_per_example, filter_gradient, dot,
                        keep=_common.keep_per_example_gradients(
                            int(layer.kernel.shape.num_elements()),
                            grouped_gradient))
@@ -382,57 +390,284 @@ def _sub_batch_size(inputs: tf.Tensor, grouped_gradient: tf.Tensor) -> int:
   if not (inputs.shape[1:].is_fully_defined() and
           grouped_gradient.shape[1:].is_fully_defined()):
     return 0
-  per_example = inputs.dtype.size * (inputs.shape[1:].num_elements() +
-                                     grouped_gradient.shape[1:].num_elements())
-  size = max(1, SUB_BATCH_BYTES // per_example)
+  size = _examples_within(SUB_BATCH_BYTES, inputs, grouped_gradient)
   return size if (inputs.shape[0] or _BATCH_SIZE_HINT) > 4 * size else 0
 
 
-def _explicit(layer, variables, inputs, grouped_gradient, strides,
+def _examples_within(budget: int, inputs: tf.Tensor,
+                     grouped_gradient: tf.Tensor) -> int:
+  """How many examples' input and delta fit in `budget` bytes (>= 1)."""
+  per_example = inputs.dtype.size * (inputs.shape[1:].num_elements() +
+                                     grouped_gradient.shape[1:].num_elements())
+  return max(1, budget // per_example)
+
+
+def _folded_sub_batch_size(inputs: tf.Tensor,
+                           grouped_gradient: tf.Tensor) -> int:
+  """Examples per grouped convolution of the folded path (0: all at once).
+
+  As many as have input and delta within `FOLDED_SUB_BATCH_BYTES`, at most
+  `MAX_FOLDED_EXAMPLES`. Measured at batch 128 (2 CPU cores, ms for one
+  layer's norms and clipped sum, fastest of 10; 8 / 16 examples): 32x32,
+  64->64 (512 KB an example): 63 / 72; 32x32, 32->32 (256 KB): 24 / 21;
+  16x16, 32->64: 14 / 12; 32 examples were slower than 16 at 32x32,
+  32->32 (29 against 22). Static example shapes only.
+
+  Returns:
+    The number of examples, or 0 where the batch is known to be no larger.
+  """
+  size = min(MAX_FOLDED_EXAMPLES, _examples_within(
+      FOLDED_SUB_BATCH_BYTES, inputs, grouped_gradient))
+  batch = inputs.shape[0]
+  return 0 if batch is not None and batch <= size else size
+
+
+def _fold_examples(tensor: tf.Tensor, copies: int) -> tf.Tensor:
+  """[u, K, ..., C] (or [u, ..., C] for K = 1) -> [K, ..., u C].
+
+  The u examples sit side by side on the channel axis: channel e C + c of
+  the result is channel c of example e. Each example's K copies stay on the
+  batch axis, where the convolution's filter gradient sums them. Shapes
+  must be static.
+  """
+  if copies == 1:
+    tensor = tf.expand_dims(tensor, 1)
+  rank = tensor.shape.rank
+  moved = tf.transpose(tensor, list(range(1, rank - 1)) + [0, rank - 1])
+  return tf.reshape(moved, moved.shape[:-2].as_list() +
+                    [moved.shape[-2] * moved.shape[-1]])
+
+
+def _folded_per_example_gradients(layer, call: Callable, kwargs,
+                                  inputs: tf.Tensor,
+                                  grouped_gradient: tf.Tensor,
+                                  copies: int) -> tf.Tensor:
+  """G_i for u examples from one convolution with u g groups.
+
+  With the u examples folded onto the channels (`_fold_examples`) and a
+  kernel of u C_out outputs ([*k, C_in/g, u C_out], output o of example e
+  at e C_out + o), the layer's convolution is a grouped one in which
+  example e's input channels reach only example e's outputs (TensorFlow
+  infers u g groups from the kernel's input depth). Its filter gradient for
+  the folded delta is then [*k, C_in/g, u, C_out], that is G_e = sum_t
+  a_{e,t}^T delta_{e,t} for every e, from TensorFlow's own filter-gradient
+  kernel: one call per u examples instead of k^r batched matmuls of views.
+  The layer's own call computes it (padding, strides, dilation exactly
+  Keras's), with the folded kernel and no activation
+  (`_plain_convolution`).
+
+  Args:
+    layer: the convolution.
+    call: its call (`_without_strided_pointwise`'s).
+    kwargs: the call's keyword arguments.
+    inputs: [u, (K,) ..., C_in], static shape.
+    grouped_gradient: delta, [u, (K,) ..., C_out], static shape.
+    copies: K.
+
+  Returns:
+    [u, *kernel.shape].
+  """
+  examples = inputs.shape[0]
+  shape = layer.kernel.shape.as_list()
+  folded_kernel = tf.zeros(shape[:-1] + [examples * shape[-1]], inputs.dtype)
+
+  def folded_convolution():
+    with _plain_convolution(layer, folded_kernel,
+                            filters=examples * layer.filters):
+      return _common.call_without_activation(
+          layer, call, (_fold_examples(inputs, copies),), kwargs)[0]
+
+  gradient = _common.weight_vjp(folded_convolution, [folded_kernel],
+                                _fold_examples(grouped_gradient, copies))[0]
+  gradient = tf.reshape(gradient, shape[:-1] + [examples, shape[-1]])
+  rank = len(shape)
+  return tf.transpose(gradient, [rank - 1] + list(range(rank - 1)) + [rank])
+
+
+def _plain_convolution(layer, kernel: tf.Tensor, **values):
+  """While it runs, the layer's call convolves with `kernel` as it is.
+
+  No bias, no groups attribute (TensorFlow infers the groups from the
+  kernel's input depth), and Keras' own `convolution_op`: a subclass's
+  (the weight-standardised convolution, whose rule builds on this one)
+  would transform the kernel first.
+  """
+  def convolution_op(inputs, unused_kernel):
+    del unused_kernel
+    return tf.keras.layers.Conv2D.convolution_op(layer, inputs, kernel)
+
+  return _common.replaced_attributes(layer, kernel=kernel, use_bias=False,
+                                     groups=1, convolution_op=convolution_op,
+                                     **values)
+
+
+def _folding_works(layer, call: Callable, kwargs, strides,
+                   input_shape: tf.TensorShape,
+                   output_gradient_shape: tf.TensorShape,
+                   dtype: tf.DType) -> bool:
+  """Whether `_folded_per_example_gradients` is right here for the layer.
+
+  Grouped convolutions run on oneDNN (TensorFlow's default on x86 CPUs)
+  and cuDNN; TensorFlow's own CPU kernels (TF_ENABLE_ONEDNN_OPTS=0) refuse
+  them. So, once per layer configuration and shapes, two random examples
+  are run eagerly both folded and one at a time; the rule folds only where
+  the two agree, and otherwise takes the per-offset views.
+
+  Args:
+    layer, call, kwargs: as for `_folded_per_example_gradients`.
+    strides: the strides `call` convolves with.
+    input_shape, output_gradient_shape: one row's (no batch axis), static.
+    dtype: the computation's.
+  """
+  key = (type(layer), layer.rank, tuple(layer.kernel_size), tuple(strides),
+         tuple(layer.dilation_rate), layer.padding, layer.groups,
+         layer.filters, tuple(input_shape), tuple(output_gradient_shape),
+         dtype.name)
+  if key not in _FOLDING_CHECKS:
+    # In a thread of its own: eager and recording gradients, also while a
+    # tf.function is traced (tf.init_scope would stop the tape).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as thread:
+      _FOLDING_CHECKS[key] = thread.submit(
+          _check_folding, layer, call, kwargs, input_shape,
+          output_gradient_shape, dtype).result()
+  return _FOLDING_CHECKS[key]
+
+
+def _check_folding(layer, call, kwargs, input_shape, output_gradient_shape,
+                   dtype) -> bool:
+  """`_folding_works`' check, run eagerly."""
+  inputs = tf.random.stateless_normal([2] + input_shape.as_list(), [0, 1],
+                                      dtype=dtype)
+  gradient = tf.random.stateless_normal(
+      [2] + output_gradient_shape.as_list(), [0, 2], dtype=dtype)
+  kernel = tf.zeros(layer.kernel.shape, dtype)
+
+  def one_example(index):
+    def convolution():
+      with _plain_convolution(layer, kernel):
+        return _common.call_without_activation(
+            layer, call, (inputs[index:index + 1],), kwargs)[0]
+    return _common.weight_vjp(convolution, [kernel],
+                              gradient[index:index + 1])[0]
+
+  try:
+    folded = _folded_per_example_gradients(layer, call, kwargs, inputs,
+                                           gradient, copies=1)
+    expected = tf.stack([one_example(0), one_example(1)])
+  except (tf.errors.OpError, ValueError):
+    return False
+  tolerance = 1e-3 if dtype.size >= 4 else 5e-2
+  error = tf.reduce_max(tf.abs(tf.cast(folded - expected, tf.float32)))
+  scale = tf.reduce_max(tf.abs(tf.cast(expected, tf.float32)))
+  return bool(scale > 0 and error <= tolerance * scale)
+
+
+def _in_kernel_layout(per_offset: List[tf.Tensor],
+                      kernel_shape: tf.TensorShape) -> tf.Tensor:
+  """k^r tensors [n, g, C_in/g, p] -> [n, *kernel_shape].
+
+  The kernel is (*k, C_in/g, C_out), with output channel o = g p + q.
+  """
+  stacked = tf.transpose(tf.stack(per_offset, axis=1), [0, 1, 3, 2, 4])
+  return tf.reshape(stacked, [-1] + kernel_shape.as_list())
+
+
+def _in_sub_batches(compute: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
+                    inputs: tf.Tensor, grouped_gradient: tf.Tensor,
+                    size: int, element_shape: List[int]) -> tf.Tensor:
+  """compute(x, delta) over sub-batches of `size` examples, concatenated.
+
+  One sub-batch after the other in a `tf.while_loop` (two in flight were
+  measured no faster within the noise, and one kernel running two
+  iterations at once is what broke oneDNN's FusedBatchNorm). Every
+  sub-batch has `size` rows, so shapes inside the loop are static; the last
+  one repeats the batch's last example where the batch runs out, and the
+  repeats are cut from the result.
+
+  Returns:
+    [B, *element_shape].
+  """
+  batch = tf.shape(inputs)[0]
+  count = (batch + size - 1) // size
+
+  def body(index, results):
+    rows = tf.minimum(index * size + tf.range(size), batch - 1)
+    return index + 1, results.write(index, compute(
+        tf.gather(inputs, rows), tf.gather(grouped_gradient, rows)))
+
+  results = tf.TensorArray(inputs.dtype, size=count,
+                           element_shape=[size] + element_shape)
+  _, results = tf.while_loop(lambda index, _: index < count, body,
+                             (tf.constant(0), results),
+                             parallel_iterations=1)
+  return results.concat()[:batch]
+
+
+def _explicit(tap: registry.Tap, variables, inputs, grouped_gradient,
               bias_per_example, filter_gradient, dot,
               keep: bool) -> registry.LayerGradients:
   """Norms from explicit per-example gradients, a sub-batch at a time.
 
-  G_i[j, g] = a_{i,.,j,g}^T delta_{i,.,g} ([B, g, C_in/g, p] per offset j,
-  `_per_offset_gradients`) and ||g_i||^2 = sum_j ||G_i[j]||^2 +
-  ||g_i(b)||^2. The batch is cut into sub-batches that fit the CPU's caches
-  (`_sub_batch_size`), one after the other in a `tf.while_loop` (two in
-  flight measured no faster within the noise, and one kernel running two
-  iterations at once is what broke oneDNN's FusedBatchNorm). With
-  `keep`, the G are kept ([B, k^r, g, C_in/g, p]) and sum_i c_i g_i is a
+  G_i = sum_t a_{i,t}^T delta_{i,t} in the kernel's layout, and ||g_i||^2 =
+  ||G_i||^2 + ||g_i(b)||^2. Two ways, the first where this device's
+  grouped convolutions compute it right (`_folding_works`):
+
+    folded: a few examples per grouped convolution
+      (`_folded_per_example_gradients`, `_folded_sub_batch_size`), for
+      kernels of more than one offset;
+    per-offset views: G_i[j, g] = a_{i,.,j,g}^T delta_{i,.,g} per kernel
+      offset j (`_per_offset_gradients`), in sub-batches that fit the CPU's
+      caches (`_sub_batch_size`).
+
+  Measured on the layers of the Papernot CNN and ResNet-18 at batch 128
+  (2 CPU cores, ms for the norms and the clipped sum, fastest of 10;
+  folded / views / the non-private forward and weight gradient), 3x3
+  kernels: 32x32, 3->64: 9 / 18 / 5; 32x32, 32->32: 21 / 37 / 28; 16x16,
+  32->64: 12 / 18 / 15; 32x32, 64->64: 63 / 99 / 47; stride 2, 64->128:
+  46 / 61 / 27; 16x16, 128->128, norms only: 115 / 114 / 44.
+
+  With `keep`, the G are kept ([B, *kernel]) and sum_i c_i g_i is a
   weighted reduction of them; otherwise only the norms are, and the sum is
   `filter_gradient` (the layer's own weight gradient for c . delta),
   whichever holds less memory until the clip factors are known.
   """
-  kernel_shape = layer.kernel.shape
-  offsets, groups = kernel_shape[:-2].num_elements(), layer.groups
-  element = ([offsets, groups, kernel_shape[-2], kernel_shape[-1] // groups]
-             if keep else [])
+  layer, copies = tap.layer, tap.copies
+  call, kwargs, strides = (tap.saved["call"], tap.saved["kwargs"],
+                           tap.saved["strides"])
+  # One row's shapes (a row is one of an example's K copies).
+  input_row = tap.saved["args"][0].shape[1:]
+  gradient_row = grouped_gradient.shape[1 + (copies > 1):]
+  # A 1x1 kernel's one view is the input itself: one batched matmul, measured
+  # 2-3x faster than the folded convolution (16x16, 64->128: 6 against 15
+  # ms).
+  if (layer.kernel.shape[:-2].num_elements() > 1 and
+      input_row.is_fully_defined() and gradient_row.is_fully_defined() and
+      _folding_works(layer, call, kwargs, strides, input_row, gradient_row,
+                     grouped_gradient.dtype)):
 
-  def sub_batch(x, gradient):
-    per_offset = _per_offset_gradients(layer, x, gradient, strides)
-    if keep:
-      return tf.stack(per_offset, axis=1)
-    return tf.add_n([_common.per_example_squared_norm(g) for g in per_offset])
+    def sub_batch(x, gradient):
+      gradients = _folded_per_example_gradients(layer, call, kwargs, x,
+                                                gradient, copies)
+      return (gradients if keep else
+              _common.per_example_squared_norm(gradients))
 
-  size = _sub_batch_size(inputs, grouped_gradient)
-  if not size:
-    result = sub_batch(inputs, grouped_gradient)
+    size = _folded_sub_batch_size(inputs, grouped_gradient)
   else:
-    batch = tf.shape(inputs)[0]
 
-    def body(index, results):
-      rows = slice(index * size, (index + 1) * size)
-      return index + 1, results.write(
-          index, sub_batch(inputs[rows], grouped_gradient[rows]))
+    def sub_batch(x, gradient):
+      per_offset = _per_offset_gradients(layer, x, gradient, strides)
+      if keep:
+        return _in_kernel_layout(per_offset, layer.kernel.shape)
+      return tf.add_n([_common.per_example_squared_norm(g)
+                       for g in per_offset])
 
-    results = tf.TensorArray(inputs.dtype, size=(batch + size - 1) // size,
-                             infer_shape=False,
-                             element_shape=tf.TensorShape([None] + element))
-    _, results = tf.while_loop(lambda index, _: index * size < batch, body,
-                               (tf.constant(0), results),
-                               parallel_iterations=1)
-    result = results.concat()
+    size = _sub_batch_size(inputs, grouped_gradient)
+
+  if size:
+    result = _in_sub_batches(sub_batch, inputs, grouped_gradient, size,
+                             layer.kernel.shape.as_list() if keep else [])
+  else:
+    result = sub_batch(inputs, grouped_gradient)
   biases = [_common.per_example_squared_norm(b) for b in bias_per_example]
   if not keep:
     return registry.LayerGradients(variables, tf.add_n([result] + biases),
@@ -440,12 +675,7 @@ def _explicit(layer, variables, inputs, grouped_gradient, strides,
   squared = tf.add_n([_common.per_example_squared_norm(result)] + biases)
 
   def weighted_sum(factors):
-    # [k^r, g, C_in/g, p] -> the kernel's (*k, C_in/g, C_out), with output
-    # channel o = g p + q.
-    kernel = _common.weighted_batch_sum(factors, result)
-    kernel = tf.reshape(tf.transpose(kernel, [0, 2, 1, 3]),
-                        tf.shape(layer.kernel))
-    return [kernel] + [_common.weighted_batch_sum(factors, b)
-                       for b in bias_per_example]
+    return [_common.weighted_batch_sum(factors, g)
+            for g in [result] + bias_per_example]
 
   return registry.LayerGradients(variables, squared, weighted_sum, dot)

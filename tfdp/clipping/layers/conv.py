@@ -312,9 +312,8 @@ class ConvRule(registry.LayerRule):
     def dot(vector):
       # g_i . (V, v_b) = sum_t z_V(x_i)_t . delta_{i,t} + g_i(b) . v_b, with
       # z_V the layer's own convolution of the input with kernel V.
-      with _common.replaced_attributes(
-          layer, kernel=tf.cast(vector[0], output_gradient.dtype),
-          use_bias=False):
+      with plain_convolution(layer,
+                             tf.cast(vector[0], output_gradient.dtype)):
         projected = _common.call_without_activation(layer, call, args,
                                                     kwargs)[0]
       dots = tf.reduce_sum(_common.group_copies(
@@ -454,7 +453,7 @@ def _folded_per_example_gradients(layer, call: Callable, kwargs,
   kernel: one call per u examples instead of k^r batched matmuls of views.
   The layer's own call computes it (padding, strides, dilation exactly
   Keras's), with the folded kernel and no activation
-  (`_plain_convolution`).
+  (`plain_convolution`).
 
   Args:
     layer: the convolution.
@@ -472,8 +471,9 @@ def _folded_per_example_gradients(layer, call: Callable, kwargs,
   folded_kernel = tf.zeros(shape[:-1] + [examples * shape[-1]], inputs.dtype)
 
   def folded_convolution():
-    with _plain_convolution(layer, folded_kernel,
-                            filters=examples * layer.filters):
+    # groups=1: TensorFlow infers the u g groups from the kernel's depth.
+    with plain_convolution(layer, folded_kernel, groups=1,
+                           filters=examples * layer.filters):
       return _common.call_without_activation(
           layer, call, (_fold_examples(inputs, copies),), kwargs)[0]
 
@@ -484,21 +484,19 @@ def _folded_per_example_gradients(layer, call: Callable, kwargs,
   return tf.transpose(gradient, [rank - 1] + list(range(rank - 1)) + [rank])
 
 
-def _plain_convolution(layer, kernel: tf.Tensor, **values):
+def plain_convolution(layer, kernel: tf.Tensor, **values):
   """While it runs, the layer's call convolves with `kernel` as it is.
 
-  No bias, no groups attribute (TensorFlow infers the groups from the
-  kernel's input depth), and Keras' own `convolution_op`: a subclass's
-  (the weight-standardised convolution, whose rule builds on this one)
-  would transform the kernel first.
+  No bias, and Keras' own `convolution_op`: a subclass's (the
+  weight-standardised convolution, whose rule builds on this one) would
+  transform the kernel first. `values`: more attributes to replace.
   """
   def convolution_op(inputs, unused_kernel):
     del unused_kernel
     return tf.keras.layers.Conv2D.convolution_op(layer, inputs, kernel)
 
   return _common.replaced_attributes(layer, kernel=kernel, use_bias=False,
-                                     groups=1, convolution_op=convolution_op,
-                                     **values)
+                                     convolution_op=convolution_op, **values)
 
 
 def _folding_works(layer, call: Callable, kwargs, strides,
@@ -544,7 +542,7 @@ def _check_folding(layer, call, kwargs, input_shape, output_gradient_shape,
 
   def one_example(index):
     def convolution():
-      with _plain_convolution(layer, kernel):
+      with plain_convolution(layer, kernel, groups=1):
         return _common.call_without_activation(
             layer, call, (inputs[index:index + 1],), kwargs)[0]
     return _common.weight_vjp(convolution, [kernel],

@@ -13,12 +13,7 @@ def _convolve(layer, tap, kernel: tf.Tensor) -> tf.Tensor:
 
   No standardisation, no bias, no activation: z = x * kernel.
   """
-  def plain_convolution(inputs, unused_kernel):
-    del unused_kernel
-    return tf.keras.layers.Conv2D.convolution_op(layer, inputs, kernel)
-
-  with _common.replaced_attributes(layer, convolution_op=plain_convolution,
-                                   use_bias=False):
+  with conv.plain_convolution(layer, kernel):
     return _common.call_without_activation(
         layer, tap.saved["call"], tap.saved["args"], tap.saved["kwargs"])[0]
 

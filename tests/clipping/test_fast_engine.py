@@ -100,6 +100,51 @@ def test_normalization_layers(layer):
   _check_against_oracle(model, _inputs(rng, (3, 5)), rng.integers(0, 3, 6))
 
 
+class _DoubledGroupNormalization(tf.keras.layers.GroupNormalization):
+  """A subclass with its own call: the rule must not assume Keras' math."""
+
+  def call(self, inputs, mask=None):
+    return super().call(2.0 * inputs, mask=mask)
+
+
+@pytest.mark.parametrize("layer,input_shape,own_statistics", [
+    (lambda: tf.keras.layers.GroupNormalization(groups=4), (3, 4, 5), True),
+    (lambda: tf.keras.layers.GroupNormalization(groups=1, center=False),
+     (3, 5), True),
+    # Channels first: the groups split axis 1 (4 channels), not the last.
+    (lambda: tf.keras.layers.GroupNormalization(groups=2, axis=1),
+     (4, 3, 5), True),
+    (lambda: tf.keras.layers.GroupNormalization(groups=-1), (2, 3, 5), True),
+    (lambda: _DoubledGroupNormalization(groups=2), (3, 5), False),
+])
+def test_group_normalization_statistics(layer, input_shape, own_statistics,
+                                        monkeypatch):
+  # The inputs sit far from zero (offset 30, spread about 1), where the
+  # centred moments matter. A layer normalised as Keras' GroupNormalization
+  # must not go through the layer's own call (the slow weighted moments);
+  # a subclass with its own call must.
+  from tfdp.clipping.layers import normalization  # pylint: disable=import-outside-toplevel
+  calls = []
+  own_call = normalization.NormalizationRule.normalized
+  monkeypatch.setattr(normalization.NormalizationRule, "normalized",
+                      lambda self, tap, inputs: calls.append(1) or
+                      own_call(self, tap, inputs))
+  rng = np.random.default_rng(4)
+  tf.keras.utils.set_random_seed(4)
+  model = tf.keras.Sequential([
+      tf.keras.layers.Dense(8, input_shape=input_shape),
+      tf.keras.layers.Rescaling(1.0, offset=30.0),
+      layer(),
+      tf.keras.layers.Flatten(),
+      tf.keras.layers.Dense(3),
+  ])
+  for weight in model.layers[2].trainable_weights:
+    weight.assign(rng.normal(size=weight.shape))
+  _check_against_oracle(model, _inputs(rng, input_shape),
+                        rng.integers(0, 3, 6))
+  assert bool(calls) != own_statistics
+
+
 def test_mixed_registered_and_fallback_layers_warn_once(caplog):
   rng = np.random.default_rng(2)
   tf.keras.utils.set_random_seed(2)

@@ -114,25 +114,29 @@ def _conv_configs(rank, seed):
 
 @pytest.fixture(name="force_way")
 def _force_way(monkeypatch):
-  """Makes the explicit path compute G_i folded or from per-offset views.
+  """Makes the explicit path compute G_i one way.
 
   "folded": `_folded_per_example_gradients` for Conv1D and Conv2D (whatever
   `_folding_works` would say; TensorFlow's oneDNN has no grouped Conv3D, so
-  Conv3D is left to the check, which sends it to the views); "views": the
-  per-offset views for every rank.
+  Conv3D is left to the check, which refuses it); "one_by_one": folding
+  refused, so one filter gradient per example for groups = 1 (grouped
+  layers then take the views); "views": the per-offset views for every
+  layer.
 
   Where this TensorFlow cannot take the filter gradient of a grouped
   convolution (its own CPU kernels, used where oneDNN is off: by default on
-  CPUs without AVX-512), nothing can run folded. "folded" then leaves the
-  check in place, and the test's end asserts that it refused whatever it
-  checked (1x1 kernels are not checked: they always take the views), so
-  the exact results the test checks came from the views.
+  CPUs without AVX512_VNNI, AVX512_BF16 or AMX), nothing can run folded.
+  "folded" then leaves the check in place, and the test's end asserts that
+  it refused whatever it checked (1x1 kernels are not checked), so the
+  exact results the test checks came from the other ways.
   """
   monkeypatch.setattr(conv, "_FOLDING_CHECKS", {})
   refusal_expected = []
 
   def force(way, rank):
     if way == "views":
+      monkeypatch.setattr(conv, "_per_example_way", lambda *args: None)
+    elif way == "one_by_one":
       monkeypatch.setattr(conv, "_folding_works", lambda *args: False)
     elif rank < 3:
       if _grouped_convolutions_run():
@@ -147,7 +151,7 @@ def _force_way(monkeypatch):
 
 
 _PATHS = ["explicit", "explicit-recomputed", "ghost"]
-_WAYS = ["folded", "views"]
+_WAYS = ["folded", "one_by_one", "views"]
 _CONFIGS = [c for rank in (1, 2, 3) for c in _conv_configs(rank, rank)]
 
 
@@ -274,23 +278,32 @@ def _grouped_convolutions_run() -> bool:
     return False
 
 
-def test_without_onednn_the_views_are_used_and_exact():
-  # TensorFlow's own CPU kernels refuse grouped convolutions: the check
-  # must send every layer to the per-offset views, with exact results.
+def test_without_onednn_folding_is_refused_and_exact():
+  # TensorFlow's own CPU kernels refuse grouped convolutions' gradients: the
+  # check must refuse folding everywhere; a layer with groups = 1 then takes
+  # one filter gradient per example, a grouped one the per-offset views, and
+  # both are exact.
   script = """
 import tfdp
 import tensorflow as tf
 from tests.clipping import test_conv_rules as t
 from tfdp.clipping.layers import conv
-layer = tf.keras.layers.Conv2D(4, 3, strides=2, padding="same",
-                               activation="tanh")
-t._assert_matches_oracle(layer, (7, 6, 3), seed=4, in_function=True)
+one_by_one = conv._one_by_one_per_example_gradients
+calls = []
+conv._one_by_one_per_example_gradients = (
+    lambda *args: calls.append(1) or one_by_one(*args))
+for groups, used in ((1, True), (3, False)):
+  calls.clear()
+  layer = tf.keras.layers.Conv2D(6, 3, strides=2, padding="same",
+                                 groups=groups, activation="tanh")
+  t._assert_matches_oracle(layer, (7, 6, 3), seed=4, in_function=True)
+  assert bool(calls) == used, (groups, calls)
 assert conv._FOLDING_CHECKS and not any(conv._FOLDING_CHECKS.values())
-print("views used")
+print("folding refused, exact")
 """
   result = scripts.run_python(script, env={"TF_ENABLE_ONEDNN_OPTS": "0"},
                               timeout=300)
-  assert "views used" in result.stdout, result.stderr[-3000:]
+  assert "folding refused, exact" in result.stdout, result.stderr[-3000:]
 
 
 def test_depthwise_inside_tf_function():

@@ -484,6 +484,47 @@ def _folded_per_example_gradients(layer, call: Callable, kwargs,
   return tf.transpose(gradient, [rank - 1] + list(range(rank - 1)) + [rank])
 
 
+def _one_by_one_per_example_gradients(layer, call: Callable, kwargs,
+                                      inputs: tf.Tensor,
+                                      grouped_gradient: tf.Tensor,
+                                      copies: int) -> tf.Tensor:
+  """G_e for u examples from the layer's own filter gradient of each.
+
+  G_e = sum_t a_{e,t}^T delta_{e,t} is the weight gradient of a batch that
+  holds example e alone (its K copies, whose gradients it sums): one call of
+  TensorFlow's filter-gradient kernel per example, on the layer's own call
+  with a plain kernel (`plain_convolution`). On TensorFlow's own CPU
+  kernels, which have no grouped filter gradient to fold with, this was
+  faster than the per-offset views, and than the batch's own weight
+  gradient (`_explicit`'s figures).
+
+  Args:
+    layer, call, kwargs: as for `_folded_per_example_gradients`.
+    inputs: [u, (K,) ..., C_in], static shape.
+    grouped_gradient: delta, [u, (K,) ..., C_out], static shape.
+    copies: K.
+
+  Returns:
+    [u, *kernel.shape].
+  """
+  kernel = tf.zeros(layer.kernel.shape, inputs.dtype)
+
+  def example(index):
+    # [K, ...]: the example's copies as a batch ([1, ...] for K = 1).
+    rows = (inputs[index] if copies > 1 else inputs[index:index + 1],
+            grouped_gradient[index] if copies > 1 else
+            grouped_gradient[index:index + 1])
+
+    def convolution():
+      # groups=1: TensorFlow infers a grouped layer's groups from the kernel.
+      with plain_convolution(layer, kernel, groups=1):
+        return _common.call_without_activation(layer, call, (rows[0],),
+                                               kwargs)[0]
+    return _common.weight_vjp(convolution, [kernel], rows[1])[0]
+
+  return tf.stack([example(index) for index in range(inputs.shape[0])])
+
+
 def plain_convolution(layer, kernel: tf.Tensor, **values):
   """While it runs, the layer's call convolves with `kernel` as it is.
 
@@ -538,20 +579,11 @@ def _check_folding(layer, call, kwargs, input_shape, output_gradient_shape,
                                       dtype=dtype)
   gradient = tf.random.stateless_normal(
       [2] + output_gradient_shape.as_list(), [0, 2], dtype=dtype)
-  kernel = tf.zeros(layer.kernel.shape, dtype)
-
-  def one_example(index):
-    def convolution():
-      with plain_convolution(layer, kernel, groups=1):
-        return _common.call_without_activation(
-            layer, call, (inputs[index:index + 1],), kwargs)[0]
-    return _common.weight_vjp(convolution, [kernel],
-                              gradient[index:index + 1])[0]
-
   try:
     folded = _folded_per_example_gradients(layer, call, kwargs, inputs,
                                            gradient, copies=1)
-    expected = tf.stack([one_example(0), one_example(1)])
+    expected = _one_by_one_per_example_gradients(layer, call, kwargs, inputs,
+                                                 gradient, copies=1)
   except (tf.errors.OpError, ValueError):
     return False
   tolerance = 1e-3 if dtype.size >= 4 else 5e-2
@@ -601,28 +633,63 @@ def _in_sub_batches(compute: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
   return results.concat()[:batch]
 
 
+def _per_example_way(layer, call: Callable, kwargs, strides,
+                     input_row: tf.TensorShape, gradient_row: tf.TensorShape,
+                     dtype: tf.DType) -> Optional[Callable]:
+  """`_explicit`'s way to a sub-batch's G_e: a function, or None (views).
+
+  Args:
+    layer, call, kwargs, strides: as for `_folding_works`.
+    input_row, gradient_row: one row's input and delta shapes.
+    dtype: the computation's.
+  """
+  # A 1x1 kernel's one view is the input itself: one batched matmul, measured
+  # 2-3x faster than the folded convolution (16x16, 64->128: 6 against 15
+  # ms).
+  if (layer.kernel.shape[:-2].num_elements() == 1 or
+      not input_row.is_fully_defined() or
+      not gradient_row.is_fully_defined()):
+    return None
+  if _folding_works(layer, call, kwargs, strides, input_row, gradient_row,
+                    dtype):
+    return _folded_per_example_gradients
+  # Without oneDNN TensorFlow has no grouped filter gradient.
+  return _one_by_one_per_example_gradients if layer.groups == 1 else None
+
+
 def _explicit(tap: registry.Tap, variables, inputs, grouped_gradient,
               bias_per_example, filter_gradient, dot,
               keep: bool) -> registry.LayerGradients:
   """Norms from explicit per-example gradients, a sub-batch at a time.
 
   G_i = sum_t a_{i,t}^T delta_{i,t} in the kernel's layout, and ||g_i||^2 =
-  ||G_i||^2 + ||g_i(b)||^2. Two ways, the first where this device's
-  grouped convolutions compute it right (`_folding_works`):
+  ||G_i||^2 + ||g_i(b)||^2. Three ways, for kernels of more than one
+  offset and static example shapes the first that applies:
 
-    folded: a few examples per grouped convolution
-      (`_folded_per_example_gradients`, `_folded_sub_batch_size`), for
-      kernels of more than one offset;
+    folded: where this device's grouped convolutions compute it right
+      (`_folding_works`: oneDNN, TensorFlow's default on CPUs with
+      AVX512_VNNI, AVX512_BF16 or AMX, and cuDNN), a few examples per
+      grouped convolution (`_folded_per_example_gradients`);
+    one by one: elsewhere, for groups = 1, the layer's own filter gradient
+      of each example of a sub-batch (`_one_by_one_per_example_gradients`);
     per-offset views: G_i[j, g] = a_{i,.,j,g}^T delta_{i,.,g} per kernel
       offset j (`_per_offset_gradients`), in sub-batches that fit the CPU's
-      caches (`_sub_batch_size`).
+      caches (`_sub_batch_size`): 1x1 kernels, grouped convolutions without
+      oneDNN, example shapes known only when run.
 
+  The first two take sub-batches of `_folded_sub_batch_size` examples.
   Measured on the layers of the Papernot CNN and ResNet-18 at batch 128
   (2 CPU cores, ms for the norms and the clipped sum, fastest of 10;
   folded / views / the non-private forward and weight gradient), 3x3
-  kernels: 32x32, 3->64: 9 / 18 / 5; 32x32, 32->32: 21 / 37 / 28; 16x16,
-  32->64: 12 / 18 / 15; 32x32, 64->64: 63 / 99 / 47; stride 2, 64->128:
-  46 / 61 / 27; 16x16, 128->128, norms only: 115 / 114 / 44.
+  kernels, on an AVX-512 CPU with oneDNN: 32x32, 3->64: 9 / 18 / 5; 32x32,
+  32->32: 21 / 37 / 28; 16x16, 32->64: 12 / 18 / 15; 32x32, 64->64: 63 /
+  99 / 47; stride 2, 64->128: 46 / 61 / 27; 16x16, 128->128, norms only:
+  115 / 114 / 44. On an AVX2 CPU with TensorFlow's own kernels (squared
+  norms of the whole batch, median ms; one by one, 16 examples a sub-batch
+  / views / the batch's weight gradient): 32x32, 32->32: 31 / 48 / 51;
+  32x32, 64->64: 115 / 170 / 126; 16x16, 128->128: 91 / 111 / 87. With
+  oneDNN forced on there, one by one and the views were equal and folding
+  slower (32x32, 64->64: 82 / 80 / folded 109).
 
   With `keep`, the G are kept ([B, *kernel]) and sum_i c_i g_i is a
   weighted reduction of them; otherwise only the norms are, and the sum is
@@ -635,17 +702,12 @@ def _explicit(tap: registry.Tap, variables, inputs, grouped_gradient,
   # One row's shapes (a row is one of an example's K copies).
   input_row = tap.saved["args"][0].shape[1:]
   gradient_row = grouped_gradient.shape[1 + (copies > 1):]
-  # A 1x1 kernel's one view is the input itself: one batched matmul, measured
-  # 2-3x faster than the folded convolution (16x16, 64->128: 6 against 15
-  # ms).
-  if (layer.kernel.shape[:-2].num_elements() > 1 and
-      input_row.is_fully_defined() and gradient_row.is_fully_defined() and
-      _folding_works(layer, call, kwargs, strides, input_row, gradient_row,
-                     grouped_gradient.dtype)):
+  per_example = _per_example_way(layer, call, kwargs, strides, input_row,
+                                 gradient_row, grouped_gradient.dtype)
+  if per_example is not None:
 
     def sub_batch(x, gradient):
-      gradients = _folded_per_example_gradients(layer, call, kwargs, x,
-                                                gradient, copies)
+      gradients = per_example(layer, call, kwargs, x, gradient, copies)
       return (gradients if keep else
               _common.per_example_squared_norm(gradients))
 

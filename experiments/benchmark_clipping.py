@@ -726,10 +726,39 @@ def _selected(values: List[str], allowed: Tuple[str, ...],
   return list(dict.fromkeys(values))
 
 
+# CPU features that decide TensorFlow's kernels: oneDNN is on by default only
+# with AVX512_VNNI, AVX512_BF16 or AMX, and the conv rule's way follows it.
+_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
+
+
 def _environment() -> Dict[str, object]:
   return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
           "cpu_count": os.cpu_count(), "machine": platform.platform(),
+          "cpu_flags": _cpu_flags(), "onednn": _onednn_enabled(),
           "python": platform.python_version(), "tensorflow": tf.__version__}
+
+
+_ON_OFF = {True: "on", False: "off"}
+
+
+def _cpu_flags() -> Optional[List[str]]:
+  """Which of `_CPU_FLAGS` the CPU has (None where /proc/cpuinfo is not)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      flags = set(next((line for line in f if line.startswith("flags")),
+                       "").split())
+  except OSError:
+    return None
+  return [flag for flag in _CPU_FLAGS if flag in flags]
+
+
+def _onednn_enabled() -> Optional[bool]:
+  """Whether this TensorFlow runs its oneDNN kernels (None if unknown)."""
+  try:
+    from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-import-not-at-top
+    return bool(_pywrap_util_port.IsMklEnabled())
+  except (ImportError, AttributeError):
+    return None
 
 
 def _profile_rows(models: List[str]) -> List[Dict[str, object]]:
@@ -767,7 +796,10 @@ def _write_results(rows: List[Dict[str, object]],
                      {"settings": settings, "environment": environment,
                       "rows": rows, "profile": profile})
   header = (f"Measured {environment['date']} on {environment['cpu_count']} "
-            f"CPU cores, TensorFlow {environment['tensorflow']}, batch "
+            f"CPU cores ({', '.join(environment['cpu_flags'] or [])}), "
+            f"oneDNN {_ON_OFF.get(environment['onednn'], 'unknown')}, "
+            f"TensorFlow "
+            f"{environment['tensorflow']}, batch "
             f"{BATCH_SIZE.value}, width {WIDTH.value:g}")
   # The tensor columns only exist with --bfc_allocator, the augmult column
   # with augmult configurations.

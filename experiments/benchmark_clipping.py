@@ -798,8 +798,7 @@ def _write_results(rows: List[Dict[str, object]],
   header = (f"Measured {environment['date']} on {environment['cpu_count']} "
             f"CPU cores ({', '.join(environment['cpu_flags'] or [])}), "
             f"oneDNN {_ON_OFF.get(environment['onednn'], 'unknown')}, "
-            f"TensorFlow "
-            f"{environment['tensorflow']}, batch "
+            f"TensorFlow {environment['tensorflow']}, batch "
             f"{BATCH_SIZE.value}, width {WIDTH.value:g}")
   # The tensor columns only exist with --bfc_allocator, the augmult column
   # with augmult configurations.

@@ -19,9 +19,11 @@ def per_example_gradients(model: tf.keras.Model, x, y, loss_fn,
   variables = list(model.trainable_variables if variables is None else
                    variables)
   gradients = []
-  for i in range(len(x)):
+  # x may be a nest of arrays (a model with several inputs).
+  for i in range(len(tf.nest.flatten(x)[0])):
     with tf.GradientTape() as tape:
-      prediction = model(x[i:i + 1], training=True)
+      prediction = model(tf.nest.map_structure(lambda t, i=i: t[i:i + 1], x),
+                         training=True)
       loss = tf.reduce_mean(loss_fn(y[i:i + 1], prediction))
       if sample_weight is not None:
         loss = loss * sample_weight[i]

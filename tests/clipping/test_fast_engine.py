@@ -145,6 +145,32 @@ def test_group_normalization_statistics(layer, input_shape, own_statistics,
   assert bool(calls) != own_statistics
 
 
+def test_masked_group_normalization_keeps_the_layers_statistics(monkeypatch):
+  # With a mask Keras weights the moments by it: the rule's own (unmasked)
+  # statistics would be wrong, so the layer's own call must be used.
+  from tfdp.clipping.layers import normalization  # pylint: disable=import-outside-toplevel
+  calls = []
+  own_call = normalization.NormalizationRule.normalized
+  monkeypatch.setattr(normalization.NormalizationRule, "normalized",
+                      lambda self, tap, inputs: calls.append(1) or
+                      own_call(self, tap, inputs))
+  rng = np.random.default_rng(5)
+  tf.keras.utils.set_random_seed(5)
+  inputs = tf.keras.Input((3, 5))
+  mask = tf.keras.Input((3, 8))
+  hidden = tf.keras.layers.Dense(8)(inputs)
+  norm = tf.keras.layers.GroupNormalization(groups=2)
+  outputs = tf.keras.layers.Dense(3)(tf.keras.layers.Flatten()(
+      norm(hidden, mask=mask)))
+  model = tf.keras.Model([inputs, mask], outputs)
+  for weight in norm.trainable_weights:
+    weight.assign(rng.normal(size=weight.shape))
+  masks = (rng.uniform(size=(6, 3, 8)) < 0.6).astype(np.float32)
+  _check_against_oracle(model, [_inputs(rng, (3, 5)), masks],
+                        rng.integers(0, 3, 6))
+  assert calls
+
+
 def test_mixed_registered_and_fallback_layers_warn_once(caplog):
   rng = np.random.default_rng(2)
   tf.keras.utils.set_random_seed(2)

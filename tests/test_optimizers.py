@@ -86,6 +86,34 @@ def test_noise_is_added_to_the_clipped_sum_not_instead_of_it():
   np.testing.assert_allclose(averaged, [2.0, -1.0])
 
 
+def _ancestors(op: tf.Operation) -> set:
+  """Names of the ops `op` waits for, through data and control edges."""
+  seen, stack = set(), [op]
+  while stack:
+    current = stack.pop()
+    for parent in [t.op for t in current.inputs] + current.control_inputs:
+      if parent.name not in seen:
+        seen.add(parent.name)
+        stack.append(parent)
+  return seen
+
+
+def test_noise_is_drawn_once_its_sum_exists():
+  # Nothing else orders the draw: noise drawn at the start of a step would be
+  # held through the whole clipping pass, a model's gradients of memory.
+  optimizer = optimizers.DPSGD(learning_rate=1.0, l2_norm_clip=1.0,
+                               noise_multiplier=1.0, expected_batch_size=5)
+  sums = tf.function(lambda a, b: optimizer.noisy_average(
+      [tf.identity(a, name="sum_a"), tf.identity(b, name="sum_b")]))
+  graph = sums.get_concrete_function(tf.TensorSpec([3, 2]),
+                                     tf.TensorSpec([4])).graph
+  draws = [op for op in graph.get_operations()
+           if op.type == "RandomStandardNormal"]
+  assert [d.outputs[0].shape.as_list() for d in draws] == [[3, 2], [4]]
+  assert "sum_a" in _ancestors(draws[0])
+  assert "sum_b" in _ancestors(draws[1])
+
+
 @pytest.mark.parametrize("build", [_sequential, _functional])
 def test_fit_trains_with_validation_and_metrics(build):
   tf.keras.utils.set_random_seed(2)

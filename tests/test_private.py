@@ -150,6 +150,27 @@ def test_activity_regularizer_is_refused():
     tfdp.make_private(model)
 
 
+@pytest.mark.parametrize("batch", [8, None])
+def test_accumulation_starts_from_no_tensor_the_size_of_a_variable(batch):
+  # Zeros of the variables' shapes as the loop's starting sums would be
+  # folded by Grappler into constants held for the graph's whole life, as
+  # much memory as the model's gradients.
+  model = tfdp.make_private(_model(), physical_batch_size=3)
+  model.compile(optimizer=tfdp.optimizers.DPSGD(
+      learning_rate=1.0, l2_norm_clip=1.0, noise_multiplier=0.0,
+      expected_batch_size=8), loss=LOSS)
+  step = tf.function(lambda x, y: model.train_step((x, y)))
+  graph = step.get_concrete_function(
+      tf.TensorSpec([batch, 5]), tf.TensorSpec([batch], tf.int64)).graph
+  (loop,) = [op for op in graph.get_operations()
+             if op.type in ("While", "StatelessWhile")]
+  starts = [t for t in loop.inputs
+            if t.op.type in ("Const", "Fill", "ZerosLike")]
+  assert starts, "the loop's starting sums were not found"
+  assert all(t.shape.rank == 0 for t in starts), [
+      (t.op.type, t.shape) for t in starts]
+
+
 def test_bad_physical_batch_size_is_named():
   with pytest.raises(ValueError, match="physical_batch_size"):
     tfdp.make_private(_model(), physical_batch_size=0)

@@ -101,9 +101,13 @@ class DPOptimizerMixin:
     noise_on = _first_replica_indicator()
     averaged = []
     for gradient in clipped_sum:
-      noise = mechanisms.gaussian_noise(
-          tf.shape(gradient), l2_sensitivity=self.l2_norm_clip,
-          noise_multiplier=self.noise_multiplier, dtype=gradient.dtype)
+      # Drawn once the sum exists: nothing else orders the draw, and noise
+      # drawn at the start of the step is held through the whole clipping
+      # pass, a model's gradients of memory (measured on ResNet-18).
+      with tf.control_dependencies([gradient]):
+        noise = mechanisms.gaussian_noise(
+            tf.shape(gradient), l2_sensitivity=self.l2_norm_clip,
+            noise_multiplier=self.noise_multiplier, dtype=gradient.dtype)
       noisy = gradient + tf.cast(noise_on, gradient.dtype) * noise
       averaged.append(noisy / tf.cast(self.expected_batch_size,
                                       gradient.dtype))

@@ -296,30 +296,31 @@ def _accumulated_clipped_sum(model, x, y, sample_weight, l2_norm_clip,
   """
   size = physical_batch_size
   tensors = (x, y, sample_weight)
-  sums = [tf.zeros_like(v) for v in model.trainable_variables]
 
-  def add_chunk(chunk, sums, empty_batch_guard=False):
+  def add_chunk(chunk, sums=None, empty_batch_guard=False):
     chunk_x, chunk_y, chunk_weight = chunk
     result, predictions = _clipped_sum(model, chunk_x, chunk_y, chunk_weight,
                                        l2_norm_clip, center,
                                        empty_batch_guard=empty_batch_guard)
-    return ([s + g for s, g in zip(sums, result.gradient_sum)], predictions,
-            result.norms)
+    gradients = result.gradient_sum
+    if sums is not None:
+      gradients = [s + g for s, g in zip(sums, gradients)]
+    return gradients, predictions, result.norms
 
   static = tf.nest.flatten(x)[0].shape[0]
   if static is None:
     batch = tf.shape(tf.nest.flatten(x)[0])[0]
     return _looped_chunks(
-        model, add_chunk, sums, (batch + size - 1) // size,
+        model, add_chunk, (batch + size - 1) // size,
         lambda index: _map_rows(lambda t: t[index * size:(index + 1) * size],
                                 tensors))
   full, rest = divmod(static, size)
   if not full:  # One chunk (B < P), or no example (the engine's guard).
-    return add_chunk(tensors, sums, empty_batch_guard=True)
+    return add_chunk(tensors, empty_batch_guard=True)
   stacked = _map_rows(lambda t: tf.reshape(t, [full, size] + _dims(t)[1:]),
                       _map_rows(lambda t: t[:full * size], tensors))
   sums, predictions, norms = _looped_chunks(
-      model, add_chunk, sums, full,
+      model, add_chunk, full,
       lambda index: _map_rows(lambda t: t[index], stacked))
   if not rest:
     return sums, predictions, norms
@@ -344,12 +345,20 @@ def _dims(tensor: tf.Tensor) -> List[Any]:
           for i, d in enumerate(tensor.shape.as_list())]
 
 
-def _looped_chunks(model, add_chunk, sums, chunks, take):
+def _looped_chunks(model, add_chunk, chunks, take):
   """add_chunk(take(i), sums) for i < `chunks`, in a tf.while_loop.
 
-  `chunks` may be 0 (an empty batch of unknown size): the predictions and
-  norms are then empty, with the trailing shape the loop's body traced.
+  The sums start as scalar zeros, broadcast by the first chunk's addition:
+  zeros of the variables' shapes would be folded by Grappler into constants
+  held by the graph for its whole life, as much memory as the model's
+  gradients (measured on ResNet-18: 27 MiB more held between steps).
+
+  `chunks` may be 0 (an empty batch of unknown size): the sums are then
+  zeros, and the predictions and norms empty, with the trailing shape the
+  loop's body traced.
   """
+  variables = model.trainable_variables
+  sums = [tf.zeros([], v.dtype) for v in variables]
   traced = {}
 
   def body(index, sums, predictions, norms):
@@ -362,9 +371,16 @@ def _looped_chunks(model, add_chunk, sums, chunks, take):
   dtype = output.dtype if output is not None else tf.float32
   predictions = tf.TensorArray(dtype, size=chunks, infer_shape=False)
   norms = tf.TensorArray(tf.float32, size=chunks, infer_shape=False)
+  index = tf.constant(0)
   _, sums, predictions, norms = tf.while_loop(
       lambda index, *_: index < chunks, body,
-      (tf.constant(0), sums, predictions, norms), parallel_iterations=1)
+      (index, sums, predictions, norms),
+      shape_invariants=(index.shape, [tf.TensorShape(None)] * len(sums),
+                        tf.TensorShape(None), tf.TensorShape(None)),
+      parallel_iterations=1)
+  # A no-op where a chunk ran (the shapes agree); zeros where none did.
+  sums = [tf.ensure_shape(tf.broadcast_to(s, tf.shape(v)), v.shape)
+          for s, v in zip(sums, variables)]
   # The loop loses the static shape, which Keras' metrics need.
   shape = tf.TensorShape([None]).concatenate(traced["shape"][1:])
   if isinstance(chunks, int) or not shape[1:].is_fully_defined():

@@ -345,12 +345,15 @@ def _random_inputs(model_name: str, shape: Tuple[int, ...]) -> tf.Tensor:
 def _random_batches(model_name: str, batch_size: int, dynamic: bool = False):
   """A few fixed random batches, in memory, repeated: no input cost.
 
+  Every configuration holds the same examples (`_DISTINCT_BATCHES` batches
+  of --batch_size), so that a configuration on smaller batches (tfdp_quarter)
+  does not hold less data than the one it bounds (tfdp_chunks4).
   With `dynamic`, the batch size is unknown to the graph (as with Poisson
   sampling).
   """
-  x = _random_inputs(model_name, (_DISTINCT_BATCHES, batch_size))
-  y = tf.random.uniform((_DISTINCT_BATCHES, batch_size), 0, _NUM_CLASSES,
-                        tf.int32)
+  batches = max(1, _DISTINCT_BATCHES * BATCH_SIZE.value // batch_size)
+  x = _random_inputs(model_name, (batches, batch_size))
+  y = tf.random.uniform((batches, batch_size), 0, _NUM_CLASSES, tf.int32)
   dataset = tf.data.Dataset.from_tensor_slices((x, y))
   if dynamic:
     dataset = dataset.unbatch().batch(batch_size)

@@ -83,9 +83,9 @@ MUTATIONS: Sequence[Mutation] = (
     Mutation(
         "noise_per_chunk", "accumulation adds the noise to every chunk",
         "tfdp/private.py",
-        "[s + g for s, g in zip(sums, result.gradient_sum)]",
+        "[s + g for s, g in zip(sums, gradients)]",
         "[s + b * model.optimizer.expected_batch_size for s, b in "
-        "zip(sums, model.optimizer.noisy_average(result.gradient_sum))]",
+        "zip(sums, model.optimizer.noisy_average(gradients))]",
         _TRAINING_NOISE),
     Mutation(
         "noise_reused", "the same noise every step (a fixed seed)",

@@ -107,6 +107,17 @@ class _DoubledGroupNormalization(tf.keras.layers.GroupNormalization):
     return super().call(2.0 * inputs, mask=mask)
 
 
+def _count_layer_calls(monkeypatch) -> list:
+  """A list that grows by one each time a rule falls back to the layer's call."""
+  from tfdp.clipping.layers import normalization  # pylint: disable=import-outside-toplevel
+  calls = []
+  own_call = normalization.NormalizationRule.normalized
+  monkeypatch.setattr(normalization.NormalizationRule, "normalized",
+                      lambda self, tap, inputs: calls.append(1) or
+                      own_call(self, tap, inputs))
+  return calls
+
+
 @pytest.mark.parametrize("layer,input_shape,own_statistics", [
     (lambda: tf.keras.layers.GroupNormalization(groups=4), (3, 4, 5), True),
     (lambda: tf.keras.layers.GroupNormalization(groups=1, center=False),
@@ -123,12 +134,7 @@ def test_group_normalization_statistics(layer, input_shape, own_statistics,
   # centred moments matter. A layer normalised as Keras' GroupNormalization
   # must not go through the layer's own call (the slow weighted moments);
   # a subclass with its own call must.
-  from tfdp.clipping.layers import normalization  # pylint: disable=import-outside-toplevel
-  calls = []
-  own_call = normalization.NormalizationRule.normalized
-  monkeypatch.setattr(normalization.NormalizationRule, "normalized",
-                      lambda self, tap, inputs: calls.append(1) or
-                      own_call(self, tap, inputs))
+  calls = _count_layer_calls(monkeypatch)
   rng = np.random.default_rng(4)
   tf.keras.utils.set_random_seed(4)
   model = tf.keras.Sequential([
@@ -148,12 +154,7 @@ def test_group_normalization_statistics(layer, input_shape, own_statistics,
 def test_masked_group_normalization_keeps_the_layers_statistics(monkeypatch):
   # With a mask Keras weights the moments by it: the rule's own (unmasked)
   # statistics would be wrong, so the layer's own call must be used.
-  from tfdp.clipping.layers import normalization  # pylint: disable=import-outside-toplevel
-  calls = []
-  own_call = normalization.NormalizationRule.normalized
-  monkeypatch.setattr(normalization.NormalizationRule, "normalized",
-                      lambda self, tap, inputs: calls.append(1) or
-                      own_call(self, tap, inputs))
+  calls = _count_layer_calls(monkeypatch)
   rng = np.random.default_rng(5)
   tf.keras.utils.set_random_seed(5)
   inputs = tf.keras.Input((3, 5))
